@@ -1,0 +1,39 @@
+"""Backends turn a pruned graph into an executable.
+
+A backend has ``name`` and ``compile(graph, fetches, targets, feeds, config)``
+returning an object with ``run(feed_values, state) -> list of arrays``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from ..errors import CompileError
+
+_BACKENDS: Dict[str, Callable[[], object]] = {}
+
+
+def register_backend(name: str, factory: Callable[[], object]) -> None:
+    _BACKENDS[name] = factory
+
+
+def available_backends() -> list:
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str):
+    if name == "auto":
+        name = "cpu" if "cpu" in _BACKENDS else "interpreter"
+    try:
+        factory = _BACKENDS[name]
+    except KeyError:
+        raise CompileError(f"backend {name!r} is not available; available backends: "
+                           f"{', '.join(available_backends())}") from None
+    return factory()
+
+
+def _register_builtin() -> None:
+    from .interpreter import InterpreterBackend
+    register_backend("interpreter", InterpreterBackend)
+
+
+_register_builtin()

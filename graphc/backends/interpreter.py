@@ -1,0 +1,132 @@
+"""The reference backend: runs each op's NumPy implementation in schedule
+order. Every other backend is tested against it."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .. import shapes as _shapes
+from ..errors import ExecutionError, GraphcError, UninitializedVariableError
+from ..graph import FuncGraph, Graph, Operation, Tensor
+from ..passes.prune import prune
+
+# Strict mode checks every op's result against its static shape and dtype: a
+# reference implementation that disagrees with its own shape rule is a bug.
+STRICT = os.environ.get("GRAPHC_STRICT", "") not in ("", "0")
+
+
+class VariableStore:
+    """Variable values owned by a Session, by variable name."""
+
+    def __init__(self) -> None:
+        self.values: Dict[str, np.ndarray] = {}
+
+    def clear(self) -> None:
+        self.values.clear()
+
+
+class RunContext:
+    """What stateful and control-flow ops see while one run executes."""
+
+    def __init__(self, store: VariableStore, rng: np.random.Generator) -> None:
+        self.store = store
+        self.rng = rng
+        self._start = dict(store.values)
+
+    def read_start_value(self, var: str) -> np.ndarray:
+        try:
+            return self._start[var]
+        except KeyError:
+            raise UninitializedVariableError(
+                f"variable {var!r} is read before it was initialized; run its initializer "
+                "(gc.global_variables_initializer()) first") from None
+
+    def read_variable(self, var: str) -> np.ndarray:
+        try:
+            return self.store.values[var]
+        except KeyError:
+            raise UninitializedVariableError(
+                f"variable {var!r} is read before it was initialized; run its initializer "
+                "(gc.global_variables_initializer()) first") from None
+
+    def write_variable(self, var: str, value: np.ndarray) -> None:
+        value.setflags(write=False)
+        self.store.values[var] = value
+
+    def run_subgraph(self, graph: FuncGraph, args: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Run a cond branch / loop body: bind its arguments, return its outputs."""
+        plan = _subgraph_plan(graph)
+        env = dict(zip(graph.inputs, args))
+        return run_ops(plan, env, graph.outputs, self)
+
+
+def _subgraph_plan(graph: FuncGraph) -> List[Operation]:
+    cache = graph.__dict__.setdefault("_interpreter_plan", {})
+    key = len(graph._ops)
+    if key not in cache:
+        cache.clear()
+        cache[key] = prune(graph, graph.outputs, [], graph.inputs)
+    return cache[key]
+
+
+def execute_op(op: Operation, inputs: List[np.ndarray], ctx: RunContext) -> List[np.ndarray]:
+    opdef = op.opdef
+    try:
+        if opdef.needs_context:
+            result = opdef.compute(ctx, *inputs, **op.attrs)
+        else:
+            result = opdef.compute(*inputs, **op.attrs)
+    except GraphcError as exc:
+        if op.name in str(exc):
+            raise
+        raise type(exc)(f"{op.describe()}: {exc}") from None
+    except Exception as exc:  # NumPy errors: broadcasting, bad indices, ...
+        shapes = ", ".join(str(a.shape) for a in inputs)
+        raise ExecutionError(f"{op.describe()} failed at run time with input shapes [{shapes}]: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    n = len(op.outputs)
+    outs = [result] if n == 1 and opdef.num_outputs == 1 else list(result)
+    outs = [np.asarray(o) for o in outs]
+    for t, v in zip(op.outputs, outs):
+        if v.dtype != t.dtype or not _shapes.compatible(t.shape, v.shape):
+            if STRICT:
+                raise ExecutionError(f"{op.describe()}: reference implementation returned {v.dtype}{v.shape} "
+                                     f"for output {t.name} declared {t.dtype.name}{_shapes.fmt(t.shape)}")
+            if not _shapes.compatible(t.shape, v.shape):
+                raise ExecutionError(f"{op.describe()}: output {t.name} has run-time shape {v.shape}, "
+                                     f"incompatible with its static shape {_shapes.fmt(t.shape)}")
+    return [v if v.dtype == t.dtype else v.astype(t.dtype) for t, v in zip(op.outputs, outs)]
+
+
+def run_ops(plan: Sequence[Operation], env: Dict[Tensor, np.ndarray], fetches: Sequence[Tensor],
+            ctx: RunContext) -> List[np.ndarray]:
+    for op in plan:
+        outs = execute_op(op, [env[t] for t in op.inputs], ctx)
+        for t, v in zip(op.outputs, outs):
+            if t not in env:           # a fed tensor keeps its fed value
+                env[t] = v
+    return [env[t] for t in fetches]
+
+
+class InterpreterExecutable:
+    def __init__(self, graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Operation],
+                 feeds: Sequence[Tensor]) -> None:
+        self.graph = graph
+        self.fetches = list(fetches)
+        self.feeds = list(feeds)
+        self.plan = prune(graph, fetches, targets, feeds)
+
+    def run(self, feed_values: Sequence[np.ndarray], store: VariableStore, rng: np.random.Generator) -> List[np.ndarray]:
+        ctx = RunContext(store, rng)
+        env: Dict[Tensor, Any] = dict(zip(self.feeds, feed_values))
+        return run_ops(self.plan, env, self.fetches, ctx)
+
+
+class InterpreterBackend:
+    name = "interpreter"
+
+    def compile(self, graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Operation],
+                feeds: Sequence[Tensor], config: Optional[Any] = None) -> InterpreterExecutable:
+        return InterpreterExecutable(graph, fetches, targets, feeds)

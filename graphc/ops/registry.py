@@ -1,0 +1,96 @@
+"""The op registry: one :class:`OpDef` per op type.
+
+An OpDef gathers everything graphc knows about an op in one place:
+
+* ``infer(*inputs, **attrs)``: the shape/dtype rule. Receives the input
+  Tensors, returns one ``(shape, dtype)`` or a list of them (one per output).
+  Raises ShapeError/DTypeError/InvalidArgumentError with a short reason; the
+  graph adds op name, input shapes and the user's source line.
+* ``compute(*arrays, **attrs)``: the NumPy reference implementation, which the
+  interpreter backend runs and every other backend is tested against. Ops
+  with ``needs_context`` get the run context as first argument (state,
+  random numbers, running subgraphs).
+* ``grad``: the gradient rule, ``grad(op, *output_grads) -> input grads``
+  (filled in by :mod:`graphc.autodiff`).
+* ``lowering``: the lowering class native backends dispatch on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+# Lowering classes: how a backend turns the op into code.
+ELEMENTWISE = "elementwise"    # pointwise with broadcasting: fusible loop body
+REDUCTION = "reduction"        # reduces axes: a fusion root with accumulators
+LAYOUT = "layout"              # reshapes/transposes/slices: index arithmetic
+LIBRARY = "library"            # calls a library routine (BLAS gemm, conv)
+CONTROL_FLOW = "control_flow"  # holds subgraphs (cond, while_loop)
+STATE = "state"                # reads/writes session state (variables)
+SOURCE = "source"              # produces values from nothing (const, placeholder)
+RANDOM = "random"              # draws random numbers
+LOWERING_CLASSES = (ELEMENTWISE, REDUCTION, LAYOUT, LIBRARY, CONTROL_FLOW, STATE, SOURCE, RANDOM)
+
+
+@dataclass
+class OpDef:
+    name: str
+    infer: Callable[..., Any]
+    compute: Callable[..., Any]
+    lowering: str
+    inputs: Tuple[str, ...] = ()
+    attrs: Tuple[str, ...] = ()
+    dtypes: str = ""
+    doc: str = ""
+    num_outputs: Optional[int] = 1   # None: decided by infer
+    stateful: bool = False
+    needs_context: bool = False
+    # False: no gradient flows through (comparisons, argmax, integer ops).
+    differentiable: bool = True
+    grad: Optional[Callable[..., Any]] = None
+    # Notes for the op table (e.g. "second derivative not supported").
+    notes: str = ""
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: Dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in _REGISTRY:
+        raise KeyError(f"op {opdef.name!r} registered twice")
+    if opdef.lowering not in LOWERING_CLASSES:
+        raise ValueError(f"op {opdef.name!r}: unknown lowering class {opdef.lowering!r}")
+    _REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def define(name: str, *, lowering: str, inputs: Sequence[str] = (), attrs: Sequence[str] = (),
+           dtypes: str = "", doc: str = "", **kwargs: Any) -> Callable:
+    """Decorator form used by op modules::
+
+        @define("exp", lowering=ELEMENTWISE, inputs=("x",), infer=unary_float)
+        def _exp(x): return np.exp(x)
+
+    The decorated function is the NumPy reference implementation.
+    """
+    def wrap(compute: Callable) -> Callable:
+        register(OpDef(name=name, compute=compute, lowering=lowering, inputs=tuple(inputs),
+                       attrs=tuple(attrs), dtypes=dtypes, doc=doc or (compute.__doc__ or "").strip(),
+                       **kwargs))
+        return compute
+    return wrap
+
+
+def get(name: str) -> OpDef:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no op type {name!r} is registered") from None
+
+
+def has(name: str) -> bool:
+    return name in _REGISTRY
+
+
+def all_ops() -> Dict[str, OpDef]:
+    return dict(_REGISTRY)

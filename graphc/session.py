@@ -1,0 +1,216 @@
+"""Session: owns variable state and runs (fetches, feeds) through a backend.
+
+``Session.run`` does only per-run work: resolve and validate feeds, look the
+executable up in a cache keyed by (fetches, feeds), call it, and rebuild the
+fetch structure around the results.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import shapes as _shapes
+from .backends import get_backend
+from .backends.interpreter import VariableStore
+from .errors import FeedError, GraphcError, GraphMismatchError, InvalidArgumentError
+from .graph import Graph, Operation, Tensor, get_default_graph
+
+
+@dataclass
+class Config:
+    """Session / function options.
+
+    backend: "auto" (the best available), "interpreter", "cpu" or "ptx".
+    optimize: run the optimisation passes before codegen.
+    seed: seed of the session's random number generator (random ops).
+    """
+    backend: str = "auto"
+    optimize: bool = True
+    seed: Optional[int] = None
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+class _Fetches:
+    """Flattens a nested fetch structure into graph elements and rebuilds it."""
+
+    def __init__(self, graph: Graph, fetches: Any) -> None:
+        self.graph = graph
+        self.elements: List[Any] = []
+        self.structure = self._flatten(fetches)
+
+    def _flatten(self, f: Any) -> Any:
+        if isinstance(f, dict):
+            return (type(f), [(k, self._flatten(v)) for k, v in f.items()])
+        if isinstance(f, tuple) and hasattr(f, "_fields"):
+            return ("namedtuple", type(f), [self._flatten(v) for v in f])
+        if isinstance(f, (list, tuple)):
+            return (type(f), [self._flatten(v) for v in f])
+        if f is None:
+            raise TypeError("a fetch cannot be None")
+        try:
+            element = self.graph.as_graph_element(f)
+        except GraphMismatchError as exc:
+            raise GraphMismatchError(f"cannot fetch {getattr(f, 'name', f)!r}: {exc}") from None
+        except KeyError as exc:
+            raise KeyError(f"cannot fetch {f!r}: {exc.args[0]}") from None
+        self.elements.append(element)
+        return len(self.elements) - 1
+
+    def rebuild(self, values: List[Any], s: Any = None) -> Any:
+        s = self.structure if s is None else s
+        if isinstance(s, int):
+            return values[s]
+        if s[0] == "namedtuple":
+            return s[1](*[self.rebuild(values, x) for x in s[2]])
+        kind, items = s
+        if issubclass(kind, dict):
+            return kind((k, self.rebuild(values, v)) for k, v in items)
+        return kind(self.rebuild(values, x) for x in items)
+
+
+def _feed_key(graph: Graph, key: Any) -> Tensor:
+    try:
+        element = graph.as_graph_element(key)
+    except GraphMismatchError:
+        raise FeedError(f"cannot feed {getattr(key, 'name', key)!r}: it belongs to another graph than "
+                        "this session's") from None
+    except (KeyError, ValueError) as exc:
+        raise FeedError(f"cannot feed {key!r}: no such tensor in the session's graph") from None
+    except TypeError:
+        raise FeedError(f"feed_dict keys must be Tensors or tensor names, got {type(key).__name__}") from None
+    if isinstance(element, Operation):
+        if len(element.outputs) != 1:
+            raise FeedError(f"cannot feed operation {element.name!r}; feed one of its output tensors")
+        element = element.outputs[0]
+    return element
+
+
+def convert_feed(tensor: Tensor, value: Any) -> np.ndarray:
+    """Convert a fed value to the tensor's dtype (NumPy same_kind casting) and
+    check it against the tensor's static shape."""
+    what = f"{tensor.op.type} '{tensor.op.name}'" if tensor.op.type == "placeholder" else f"tensor '{tensor.name}'"
+    if isinstance(value, (Tensor, Operation)) or hasattr(value, "_as_tensor"):
+        raise FeedError(f"the value fed to {what} is a graphc {type(value).__name__}; feed NumPy data "
+                        "(run the tensor first to get its value)")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise FeedError(f"cannot convert the value fed to {what} to an array: {exc}") from None
+    if arr.dtype != tensor.dtype:
+        if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, tensor.dtype, "same_kind"):
+            raise FeedError(f"{what} expects dtype {tensor.dtype.name}, but the fed value has dtype "
+                            f"{arr.dtype} which cannot be converted safely (created at {tensor.op.source})")
+        arr = arr.astype(tensor.dtype)
+    if not _shapes.compatible(tensor.shape, arr.shape):
+        raise FeedError(f"{what} expects shape {_shapes.fmt(tensor.shape)}, but the fed value has shape "
+                        f"{arr.shape} (created at {tensor.op.source})")
+    return arr
+
+
+class _DefaultSessionStack(threading.local):
+    def __init__(self) -> None:
+        self.stack: List["Session"] = []
+
+
+_default_sessions = _DefaultSessionStack()
+
+
+def get_default_session() -> Optional["Session"]:
+    return _default_sessions.stack[-1] if _default_sessions.stack else None
+
+
+def _session_for(graph: Graph, session: Optional["Session"]) -> "Session":
+    session = session or get_default_session()
+    if session is None:
+        raise InvalidArgumentError("no session given and no default session: pass session= or use `with sess:`")
+    if session.graph is not graph:
+        raise GraphMismatchError("the session runs another graph than the one this tensor belongs to")
+    return session
+
+
+class Session:
+    """Runs parts of a graph; owns the values of its variables."""
+
+    def __init__(self, graph: Optional[Graph] = None, config: Optional[Config] = None) -> None:
+        self.graph = graph if graph is not None else get_default_graph()
+        self.config = config or Config()
+        self._backend = get_backend(self.config.backend)
+        self._store = VariableStore()
+        self._rng = np.random.default_rng(self.config.seed)
+        self._cache: Dict[Tuple, Any] = {}
+        self._closed = False
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    # ---- lifetime -------------------------------------------------------------
+    def close(self) -> None:
+        """Free the session's state (variable values, compiled executables)."""
+        self._store.clear()
+        self._cache.clear()
+        self._closed = True
+
+    def __enter__(self) -> "Session":
+        _default_sessions.stack.append(self)
+        self._graph_ctx = self.graph.as_default()
+        self._graph_ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._graph_ctx.__exit__(*exc)
+        _default_sessions.stack.remove(self)
+        self.close()
+
+    @contextlib.contextmanager
+    def as_default(self) -> Iterator["Session"]:
+        _default_sessions.stack.append(self)
+        try:
+            with self.graph.as_default():
+                yield self
+        finally:
+            _default_sessions.stack.remove(self)
+
+    # ---- running -----------------------------------------------------------------
+    def run(self, fetches: Any, feed_dict: Optional[Dict[Any, Any]] = None) -> Any:
+        """Compute ``fetches`` (a Tensor, Operation, name, or nested
+        list/tuple/dict of them) given ``feed_dict``. Operations give None."""
+        if self._closed:
+            raise InvalidArgumentError("this Session was closed; create a new one")
+        fetch = _Fetches(self.graph, fetches)
+        feed_tensors: List[Tensor] = []
+        feed_values: List[np.ndarray] = []
+        for key, value in (feed_dict or {}).items():
+            t = _feed_key(self.graph, key)
+            if t in feed_tensors:
+                raise FeedError(f"tensor {t.name} is fed twice")
+            feed_tensors.append(t)
+            feed_values.append(convert_feed(t, value))
+        tensors = [e for e in fetch.elements if isinstance(e, Tensor)]
+        targets = [e for e in fetch.elements if isinstance(e, Operation)]
+        order = sorted(range(len(feed_tensors)), key=lambda i: id(feed_tensors[i]))
+        feed_tensors = [feed_tensors[i] for i in order]
+        feed_values = [feed_values[i] for i in order]
+        key = (tuple(map(id, tensors)), tuple(map(id, targets)), tuple(map(id, feed_tensors)))
+        executable = self._cache.get(key)
+        if executable is None:
+            executable = self._backend.compile(self.graph, tensors, targets, feed_tensors, self.config)
+            self._cache[key] = executable
+        results = executable.run(feed_values, self._store, self._rng)
+        it = iter(results)
+        values = [next(it) if isinstance(e, Tensor) else None for e in fetch.elements]
+        return fetch.rebuild(values)
+
+    def _load_variable(self, var: Any, value: Any) -> None:
+        arr = np.array(value, dtype=var.dtype)
+        if arr.shape != tuple(var.shape):
+            raise FeedError(f"cannot load a value of shape {arr.shape} into variable {var.name} of shape {tuple(var.shape)}")
+        arr.setflags(write=False)
+        self._store.values[var._attrs["var"]] = arr
+
+    def _variable_values(self) -> Dict[str, np.ndarray]:
+        return dict(self._store.values)
