@@ -11,6 +11,9 @@ from .graph import Graph, Operation, Tensor, get_default_graph, reset_default_gr
 from .ops import *  # noqa: F401,F403
 from .ops import nn
 from .session import Config, Session, get_default_session
+from .autodiff import custom_gradient, gradients, hessians, jacobian
+from .function import TensorSpec, function, grad, value_and_grad
+from . import test
 
 __version__ = "0.1.0"
 

@@ -10,4 +10,5 @@ from .linalg import *        # noqa: F401,F403
 from .state import *         # noqa: F401,F403
 from .control_flow import *  # noqa: F401,F403
 from .random import *        # noqa: F401,F403
+from .grad_support import *  # noqa: F401,F403
 from . import nn             # noqa: F401

@@ -89,7 +89,7 @@ def convert_operands(*values: Any) -> Tuple[Tensor, ...]:
                 # a weak scalar only changes the dtype when it changes the kind
                 dtype = _dt.weak_scalar_dtype(v, dtype)
     else:
-        dtype = _dt.promote(*(_dt.default_dtype_for(v) for v in values))
+        dtype = _scalars_dtype(values)
     out = []
     for v, t in zip(values, strong):
         if t is None:
@@ -100,6 +100,17 @@ def convert_operands(*values: Any) -> Tuple[Tensor, ...]:
         else:
             out.append(t)
     return tuple(out)
+
+
+def _scalars_dtype(values: Sequence[Any]) -> np.dtype:
+    """Dtype of an op whose operands are all Python scalars. They are all
+    weak, so the widest kind wins at its default dtype: ``1 + 2.0`` is
+    float32 (not NumPy's float64 from int32 + float32)."""
+    dts = [_dt.default_dtype_for(v) for v in values]
+    if any(d.kind == "f" for d in dts):
+        return _dt.DEFAULT_FLOAT
+    ints = [d for d in dts if d.kind in "iu"]
+    return _dt.promote(*ints) if ints else _dt.bool_
 
 
 # ---- constant --------------------------------------------------------------
@@ -126,6 +137,11 @@ def constant(value: Any, dtype: Any = None, shape: Any = None, name: Optional[st
         raise DTypeError(f"cannot make a constant from {type(value).__name__} data of NumPy dtype {arr.dtype}")
     if arr.dtype.kind == "f" and target.kind in "iub" and arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
         raise DTypeError(f"constant values {arr.ravel()[:4]}... are not exactly representable as {target.name}")
+    if target.kind in "iu" and arr.dtype.kind in "iuf" and arr.size:
+        # astype would wrap silently (x_i32 + 2**40 would add 0)
+        info = np.iinfo(target)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise DTypeError(f"constant values in [{arr.min()}, {arr.max()}] do not fit in {target.name}")
     arr = arr.astype(target, copy=True)
     if shape is not None:
         shape = _shapes.as_shape(shape)
@@ -236,3 +252,13 @@ def group(*inputs: Any, name: Optional[str] = None) -> Operation:
     graph = graph_for_inputs([f._as_graph_element() if hasattr(f, "_as_graph_element") else f for f in flat])
     with graph.control_dependencies(flat):
         return graph.create_op("no_op", [], name=name or "group_deps")
+
+
+# ---- gradient rules ----------------------------------------------------------------------
+def _grad_rules() -> None:
+    from .registry import gradient
+    gradient("identity")(lambda op, g: [g])
+    gradient("placeholder_with_default")(lambda op, g: [g])
+
+
+_grad_rules()

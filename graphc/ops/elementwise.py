@@ -276,3 +276,86 @@ def identity_if_single(t: Tensor, name: Optional[str]) -> Tensor:
 
 
 __all__ += ["logical_not", "logical_xor", "clip_by_value", "is_nan", "squared_difference", "add_n"]
+
+
+# ---- gradient rules ------------------------------------------------------------------
+# Each rule is written with op functions, so adjoints are ordinary graph and
+# can be differentiated again. Binary rules sum the adjoint back over the
+# axes broadcasting added (sum_to_shape_of).
+def _grad_rules() -> None:
+    from .grad_support import sum_to_shape_of as unb
+    from .registry import gradient
+
+    def unary(name, fn):
+        gradient(name)(lambda op, g: [fn(op.inputs[0], op.outputs[0], g)])
+
+    unary("negative", lambda x, y, g: negative(g))
+    unary("abs", lambda x, y, g: multiply(g, sign(x)))
+    unary("square", lambda x, y, g: multiply(g, multiply(x, 2)))
+    unary("exp", lambda x, y, g: multiply(g, y))
+    unary("log", lambda x, y, g: divide(g, x))
+    unary("log1p", lambda x, y, g: divide(g, add(x, 1)))
+    unary("expm1", lambda x, y, g: multiply(g, add(y, 1)))
+    unary("sqrt", lambda x, y, g: divide(multiply(g, 0.5), y))
+    unary("rsqrt", lambda x, y, g: multiply(multiply(g, -0.5), multiply(y, square(y))))
+    unary("reciprocal", lambda x, y, g: negative(multiply(g, square(y))))
+    unary("sin", lambda x, y, g: multiply(g, cos(x)))
+    unary("cos", lambda x, y, g: negative(multiply(g, sin(x))))
+    unary("tan", lambda x, y, g: multiply(g, add(square(y), 1)))
+    unary("tanh", lambda x, y, g: multiply(g, subtract(1, square(y))))
+    unary("sigmoid", lambda x, y, g: multiply(g, multiply(y, subtract(1, y))))
+    unary("erf", lambda x, y, g: multiply(g, multiply(2 / np.sqrt(np.pi), exp(negative(square(x))))))
+
+    @gradient("add")
+    def _add(op, g):
+        x, y = op.inputs
+        return [unb(g, x), unb(g, y)]
+
+    @gradient("subtract")
+    def _sub(op, g):
+        x, y = op.inputs
+        return [unb(g, x), unb(negative(g), y)]
+
+    @gradient("multiply")
+    def _mul(op, g):
+        x, y = op.inputs
+        return [unb(multiply(g, y), x), unb(multiply(g, x), y)]
+
+    @gradient("divide")
+    def _div(op, g):
+        x, y = op.inputs
+        gx = divide(g, y)
+        return [unb(gx, x), unb(negative(multiply(gx, divide(x, y))), y)]
+
+    @gradient("pow")
+    def _pow(op, g):
+        x, y = op.inputs
+        gx = multiply(g, multiply(y, pow(x, subtract(y, 1))))
+        # d/dy x**y = x**y log x, taken as 0 where x <= 0 (as TF does)
+        safe_log = where(greater(x, 0), log(where(greater(x, 0), x, 1)), 0)
+        gy = multiply(g, multiply(op.outputs[0], safe_log))
+        return [unb(gx, x), unb(gy, y)]
+
+    def _select(name, pick_x):
+        @gradient(name)
+        def _rule(op, g):
+            # Ties send the whole gradient to x, as TF does.
+            x, y = op.inputs
+            mask = pick_x(x, y)
+            return [unb(where(mask, g, 0), x), unb(where(mask, 0, g), y)]
+
+    _select("maximum", greater_equal)
+    _select("minimum", less_equal)
+
+    @gradient("cast")
+    def _cast_grad(op, g):
+        x = op.inputs[0]
+        return [cast(g, x.dtype) if x.dtype.kind == "f" and g.dtype.kind == "f" else None]
+
+    @gradient("where")
+    def _where_grad(op, g):
+        c, x, y = op.inputs
+        return [None, unb(where(c, g, 0), x), unb(where(c, 0, g), y)]
+
+
+_grad_rules()

@@ -224,3 +224,54 @@ def _make_arg(op_type: str):
 
 argmax = _make_arg("argmax")
 argmin = _make_arg("argmin")
+
+
+# ---- gradient rules ---------------------------------------------------------------------
+def _grad_rules() -> None:
+    from . import elementwise as ew
+    from .grad_support import broadcast_reduced, reduction_count
+    from .registry import gradient
+
+    @gradient("reduce_sum")
+    def _sum(op, g):
+        return [broadcast_reduced(g, op.inputs[0], op.attrs["axis"], op.attrs["keepdims"])]
+
+    @gradient("reduce_mean")
+    def _mean(op, g):
+        x = op.inputs[0]
+        n = reduction_count(x, op.attrs["axis"], x.dtype)
+        return [broadcast_reduced(ew.divide(g, n), x, op.attrs["axis"], op.attrs["keepdims"])]
+
+    def _extremum(name):
+        @gradient(name)
+        def _rule(op, g):
+            # The gradient is split evenly among tied extremal elements (TF's rule).
+            x = op.inputs[0]
+            axis, keepdims = op.attrs["axis"], op.attrs["keepdims"]
+            out = broadcast_reduced(op.outputs[0], x, axis, keepdims)
+            hits = ew.cast(ew.equal(x, out), x.dtype)
+            count = broadcast_reduced(reduce_sum(hits, axis=axis, keepdims=True), x, axis, True)
+            return [ew.multiply(ew.divide(hits, count), broadcast_reduced(g, x, axis, keepdims))]
+
+    _extremum("reduce_max")
+    _extremum("reduce_min")
+
+    @gradient("reduce_prod")
+    def _prod(op, g):
+        # d prod / d x_i = product of the other elements. Dividing the product
+        # by x_i fails on zeros, so count zeros: with none it is prod/x_i; with
+        # exactly one, only the zero element gets the product of the rest.
+        x = op.inputs[0]
+        axis, keepdims = op.attrs["axis"], op.attrs["keepdims"]
+        is_zero = ew.equal(x, 0)
+        zeros = reduce_sum(ew.cast(is_zero, x.dtype), axis=axis, keepdims=True)
+        nonzero_prod = reduce_prod(ew.where(is_zero, 1, x), axis=axis, keepdims=True)
+        zeros_b = broadcast_reduced(zeros, x, axis, True)
+        prod_b = broadcast_reduced(nonzero_prod, x, axis, True)
+        safe_x = ew.where(is_zero, 1, x)
+        other = ew.where(ew.equal(zeros_b, 0), ew.divide(prod_b, safe_x),
+                         ew.where(ew.logical_and(is_zero, ew.equal(zeros_b, 1)), prod_b, 0))
+        return [ew.multiply(other, broadcast_reduced(g, x, axis, keepdims))]
+
+
+_grad_rules()

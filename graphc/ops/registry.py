@@ -94,3 +94,24 @@ def has(name: str) -> bool:
 
 def all_ops() -> Dict[str, OpDef]:
     return dict(_REGISTRY)
+
+
+def gradient(name: str) -> Callable:
+    """Register the gradient rule of op ``name`` (defined next to the op)::
+
+        @gradient("exp")
+        def _exp_grad(op, g):
+            return [g * op.outputs[0]]
+
+    The rule receives the forward Operation and one gradient Tensor per
+    output (zeros where an output has no incoming gradient) and returns one
+    gradient Tensor (or None) per input, built with ordinary op functions so
+    the adjoint is itself a differentiable graph.
+    """
+    def wrap(fn: Callable) -> Callable:
+        opdef = get(name)
+        if opdef.grad is not None:
+            raise KeyError(f"gradient of {name!r} registered twice")
+        opdef.grad = fn
+        return fn
+    return wrap

@@ -167,8 +167,13 @@ class Variable:
     def _as_tensor(self) -> Tensor:
         explicit = _explicit_default_graph()
         if explicit is not None and explicit is not self._graph and explicit.is_enclosed_by(self._graph):
-            # inside a cond/while body: read the current value each time it runs
-            return explicit.create_op("read_variable", [], dict(self._attrs), name=self._name.rsplit("/", 1)[-1] + "_read").outputs[0]
+            # Inside a cond/while body the start-of-run value is captured as an
+            # ordinary input (so gradients flow to the variable); under control
+            # dependencies the body reads the current value when it runs.
+            if explicit.current_control_inputs():
+                return explicit.create_op("read_variable", [], dict(self._attrs),
+                                          name=self._name.rsplit("/", 1)[-1] + "_read").outputs[0]
+            return self._snapshot
         if self._graph.current_control_inputs():
             with self._graph.as_default():
                 return self._graph.create_op("read_variable", [], dict(self._attrs), name=self._name + "/read").outputs[0]
@@ -267,3 +272,16 @@ def assign_add(ref: Variable, value: Any, name: Optional[str] = None) -> Tensor:
 
 def assign_sub(ref: Variable, value: Any, name: Optional[str] = None) -> Tensor:
     return ref.assign_sub(value, name=name)
+
+
+# The output of an assign is its (new) value, so gradients pass through it
+# to the assigned value, as through an identity.
+def _grad_rules() -> None:
+    from .elementwise import negative
+    from .registry import gradient
+    gradient("assign")(lambda op, g: [g])
+    gradient("assign_add")(lambda op, g: [g])
+    gradient("assign_sub")(lambda op, g: [negative(g)])
+
+
+_grad_rules()

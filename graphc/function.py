@@ -1,0 +1,158 @@
+"""Functional tracing: ``gc.function``, ``gc.grad``, ``gc.value_and_grad``.
+
+A Python function on Tensors is traced once per input signature (shapes and
+dtypes) into its own Graph; the returned callable takes and returns NumPy
+arrays. ``grad``/``value_and_grad`` trace the forward graph plus its adjoint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import dtypes as _dt
+from . import shapes as _shapes
+from .errors import GradientError, InvalidArgumentError
+from .graph import Graph, Tensor
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape (None dims allowed) and dtype of a function argument."""
+    shape: Any
+    dtype: Any = _dt.float32
+    name: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", _shapes.as_shape(self.shape))
+        object.__setattr__(self, "dtype", _dt.as_dtype(self.dtype))
+
+
+def _flatten(value: Any, out: List[Any]) -> Any:
+    """Flatten nested list/tuple/dict of Tensors; returns a rebuild recipe."""
+    if isinstance(value, dict):
+        return ("dict", type(value), [(k, _flatten(v, out)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return ("seq", type(value), [_flatten(v, out) for v in value])
+    out.append(value)
+    return len(out) - 1
+
+
+def _rebuild(recipe: Any, values: Sequence[Any]) -> Any:
+    if isinstance(recipe, int):
+        return values[recipe]
+    kind, typ, items = recipe
+    if kind == "dict":
+        return typ((k, _rebuild(v, values)) for k, v in items)
+    return typ(_rebuild(v, values) for v in items)
+
+
+class _Trace:
+    """One traced graph with its session, for one input signature."""
+
+    def __init__(self, fn: Callable, specs: Sequence[TensorSpec], mode: str, argnums: Union[int, Tuple[int, ...]],
+                 config: Any) -> None:
+        from . import ops
+        from .autodiff import gradients
+        from .session import Session
+        self.graph = Graph()
+        with self.graph.as_default():
+            self.inputs = [ops.placeholder(s.dtype, s.shape, name=s.name or f"arg{i}") for i, s in enumerate(specs)]
+            result = fn(*self.inputs)
+            flat: List[Any] = []
+            if mode == "value":
+                self.recipe = _flatten(result, flat)
+                self.outputs = [ops.convert_to_tensor(t) for t in flat]
+            else:
+                value = ops.convert_to_tensor(result)
+                if value.shape != ():
+                    raise GradientError(f"gc.{mode} needs a function returning a scalar; it returned "
+                                        f"{value.name} of shape {_shapes.fmt(value.shape)}")
+                nums = argnums if isinstance(argnums, tuple) else (argnums,)
+                for n in nums:
+                    if not 0 <= n < len(self.inputs):
+                        raise InvalidArgumentError(f"argnums {n} is out of range for {len(self.inputs)} arguments")
+                wrt = [self.inputs[n] for n in nums]
+                grads = gradients(value, wrt, unconnected_gradients="zero")
+                grad_part: Any = tuple(grads) if isinstance(argnums, tuple) else grads[0]
+                self.recipe = _flatten(grad_part if mode == "grad" else (value, grad_part), flat)
+                self.outputs = flat
+        self.session = Session(graph=self.graph, config=config)
+        variables = ops.global_variables(self.graph)
+        if variables:
+            self.session.run(ops.variables_initializer(variables))
+
+    def __call__(self, arrays: Sequence[Any]) -> Any:
+        values = self.session.run(self.outputs, dict(zip(self.inputs, arrays)))
+        return _rebuild(self.recipe, values)
+
+
+class CompiledFunction:
+    """A traced, compiled function on NumPy arrays. ``.graph`` is the graph
+    of the most recent trace."""
+
+    def __init__(self, fn: Callable, input_signature: Optional[Sequence[TensorSpec]] = None, mode: str = "value",
+                 argnums: Union[int, Tuple[int, ...]] = 0, config: Any = None, backend: Optional[str] = None) -> None:
+        from .session import Config
+        self.fn = fn
+        self.mode = mode
+        self.argnums = argnums
+        self.config = config or Config(backend=backend or "auto")
+        self.input_signature = list(input_signature) if input_signature is not None else None
+        self._traces: Dict[Tuple, _Trace] = {}
+        self._last: Optional[_Trace] = None
+        self.__name__ = getattr(fn, "__name__", "function")
+        self.__doc__ = getattr(fn, "__doc__", None)
+        if self.input_signature is not None:
+            self._last = self._trace(tuple(self.input_signature))
+
+    def _trace(self, specs: Tuple[TensorSpec, ...]) -> _Trace:
+        trace = self._traces.get(specs)
+        if trace is None:
+            trace = _Trace(self.fn, specs, self.mode, self.argnums, self.config)
+            self._traces[specs] = trace
+        return trace
+
+    @property
+    def graph(self) -> Graph:
+        if self._last is None:
+            raise InvalidArgumentError(f"{self.__name__} has not been traced yet: call it once or give input_signature")
+        return self._last.graph
+
+    def __call__(self, *args: Any) -> Any:
+        if self.input_signature is not None:
+            if len(args) != len(self.input_signature):
+                raise InvalidArgumentError(f"{self.__name__} takes {len(self.input_signature)} arguments "
+                                           f"({len(args)} given)")
+            trace = self._last
+        else:
+            arrays = [np.asarray(a) for a in args]
+            specs = tuple(TensorSpec(a.shape, a.dtype) for a in arrays)
+            trace = self._trace(specs)
+            self._last = trace
+            args = tuple(arrays)
+        return trace(args)
+
+
+def function(fn: Optional[Callable] = None, input_signature: Optional[Sequence[TensorSpec]] = None,
+             backend: Optional[str] = None, config: Any = None) -> Any:
+    """Trace ``fn`` into a graph and return a callable on NumPy arrays.
+    Usable as ``@gc.function`` or ``gc.function(fn, input_signature=[...])``."""
+    if fn is None:
+        return lambda f: CompiledFunction(f, input_signature, "value", 0, config, backend)
+    return CompiledFunction(fn, input_signature, "value", 0, config, backend)
+
+
+def grad(fn: Callable, argnums: Union[int, Tuple[int, ...]] = 0, input_signature: Optional[Sequence[TensorSpec]] = None,
+         backend: Optional[str] = None, config: Any = None) -> CompiledFunction:
+    """The gradient of scalar ``fn`` w.r.t. argument(s) ``argnums``: one
+    array, or a tuple when ``argnums`` is a tuple."""
+    return CompiledFunction(fn, input_signature, "grad", argnums, config, backend)
+
+
+def value_and_grad(fn: Callable, argnums: Union[int, Tuple[int, ...]] = 0,
+                   input_signature: Optional[Sequence[TensorSpec]] = None, backend: Optional[str] = None,
+                   config: Any = None) -> CompiledFunction:
+    """``(fn(*args), grad)`` with grad as in :func:`grad`."""
+    return CompiledFunction(fn, input_signature, "value_and_grad", argnums, config, backend)
