@@ -14,6 +14,8 @@ from .session import Config, Session, get_default_session
 from .autodiff import custom_gradient, gradients, hessians, jacobian
 from .function import TensorSpec, function, grad, value_and_grad
 from . import test
+from . import train
+from .train.clip import clip_by_global_norm, clip_by_norm, global_norm
 
 __version__ = "0.1.0"
 

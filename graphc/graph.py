@@ -404,9 +404,14 @@ class FuncGraph(Graph):
         if t in self._capture_map:
             return self._capture_map[t]
         outer_t = t if t.graph is self.outer else self.outer._resolve_input(t)
-        inner = self.add_arg(t.shape, t.dtype, name="capture")
+        # A tensor two levels up and its capture in the enclosing subgraph are
+        # one value: give them one argument.
+        inner = self._capture_map.get(outer_t)
+        if inner is None:
+            inner = self.add_arg(t.shape, t.dtype, name="capture")
+            self._capture_map[outer_t] = inner
+            self.captures.append((outer_t, inner))
         self._capture_map[t] = inner
-        self.captures.append((outer_t, inner))
         return inner
 
 

@@ -104,11 +104,27 @@ def convert_feed(tensor: Tensor, value: Any) -> np.ndarray:
         if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, tensor.dtype, "same_kind"):
             raise FeedError(f"{what} expects dtype {tensor.dtype.name}, but the fed value has dtype "
                             f"{arr.dtype} which cannot be converted safely (created at {tensor.op.source})")
+        if tensor.dtype.kind in "iu" and arr.dtype.kind in "iu" and arr.size:
+            # same_kind allows int64 -> int32, but astype would wrap out-of-range values
+            info = np.iinfo(tensor.dtype)
+            if arr.min() < info.min or arr.max() > info.max:
+                raise FeedError(f"{what} expects dtype {tensor.dtype.name}, but the fed values range over "
+                                f"[{arr.min()}, {arr.max()}], which does not fit (created at {tensor.op.source})")
         arr = arr.astype(tensor.dtype)
     if not _shapes.compatible(tensor.shape, arr.shape):
         raise FeedError(f"{what} expects shape {_shapes.fmt(tensor.shape)}, but the fed value has shape "
                         f"{arr.shape} (created at {tensor.op.source})")
     return arr
+
+
+def _owned(value: np.ndarray, feed_values: Sequence[np.ndarray]) -> np.ndarray:
+    """A fetched array the caller may modify: variable values and constants
+    are stored read-only, and a fed array can pass through unchanged, so
+    those come back as copies (writing to them must not change the session's
+    state or the caller's input)."""
+    if not value.flags.writeable or any(np.may_share_memory(value, f) for f in feed_values):
+        return value.copy()
+    return value
 
 
 class _DefaultSessionStack(threading.local):
@@ -202,7 +218,7 @@ class Session:
             self._cache[key] = executable
         results = executable.run(feed_values, self._store, self._rng)
         it = iter(results)
-        values = [next(it) if isinstance(e, Tensor) else None for e in fetch.elements]
+        values = [_owned(next(it), feed_values) if isinstance(e, Tensor) else None for e in fetch.elements]
         return fetch.rebuild(values)
 
     def _load_variable(self, var: Any, value: Any) -> None:

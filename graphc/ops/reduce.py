@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import dtypes as _dt
 from .. import shapes as _shapes
-from ..errors import DTypeError
+from ..errors import DTypeError, InvalidArgumentError, ShapeError
 from ..graph import Tensor
 from .core import apply_op, convert_to_tensor, op_scope
 from .registry import REDUCTION, define
@@ -98,28 +98,33 @@ def _reduce_all(x, *, axis, keepdims):
     return np.all(x, axis=axis, keepdims=keepdims)
 
 
-def _axis_attr(x: Tensor, axis: Any) -> Optional[Tuple[int, ...]]:
+def _axis_attr(x: Tensor, axis: Any, op_type: str = "reduction") -> Optional[Tuple[int, ...]]:
     """Normalize a user axis argument into the attribute form (a sorted
-    tuple of non-negative axes, or None for all axes)."""
+    tuple of non-negative axes, or None for all axes). Errors name the op:
+    they are raised before the graph can add it."""
     if axis is None:
         return None
     if isinstance(axis, Tensor):
-        raise DTypeError(f"axis must be a Python int or tuple of ints, not the tensor {axis.name}")
-    if isinstance(axis, (list, tuple)):
+        raise DTypeError(f"{op_type}: axis must be a Python int or tuple of ints, not the tensor {axis.name}")
+    if isinstance(axis, (list, tuple)) and all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                                               for a in axis):
         axis = tuple(int(a) for a in axis)
     elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
         axis = (int(axis),)
     else:
-        raise DTypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}")
+        raise DTypeError(f"{op_type}: axis must be an int, a tuple of ints or None, got {axis!r}")
     if x.shape is None:
         return axis
-    return _shapes.normalize_axes(axis, len(x.shape))
+    try:
+        return _shapes.normalize_axes(axis, len(x.shape))
+    except (ShapeError, InvalidArgumentError) as exc:
+        raise type(exc)(f"{op_type} of {x.name} with shape {_shapes.fmt(x.shape)}: {exc}") from None
 
 
 def _make(op_type: str, default_name: str):
     def fn(input_tensor: Any, axis: Any = None, keepdims: bool = False, name: Optional[str] = None) -> Tensor:
         x = convert_to_tensor(input_tensor)
-        return apply_op(op_type, [x], {"axis": _axis_attr(x, axis), "keepdims": bool(keepdims)},
+        return apply_op(op_type, [x], {"axis": _axis_attr(x, axis, op_type), "keepdims": bool(keepdims)},
                         name=name or default_name)
     fn.__name__ = op_type
     fn.__doc__ = f"{op_type}(input_tensor, axis=None, keepdims=False): reduce over `axis` (None: all)."
@@ -142,16 +147,21 @@ def reduce_logsumexp(input_tensor: Any, axis: Any = None, keepdims: bool = False
     from . import elementwise as ew
     from .core import stop_gradient
     x = convert_to_tensor(input_tensor)
+    if x.dtype.kind != "f":
+        raise DTypeError(f"reduce_logsumexp: input must be float32/float64, got {x.dtype.name} ({x.name}); "
+                         "cast it first, e.g. gc.cast(x, gc.float32)")
     with op_scope(name or "ReduceLogSumExp", [x]):
         m = stop_gradient(reduce_max(x, axis=axis, keepdims=True))
-        # an all -inf row would give inf - inf = nan; use 0 there instead
-        m = ew.where(ew.is_nan(ew.subtract(m, m)), ew.multiply(m, 0.0), m) if x.dtype.kind == "f" else m
+        # an infinite max would give inf - inf = nan below; shift by 0 there
+        # instead (not m * 0, which is nan too)
+        m = ew.where(ew.is_nan(ew.subtract(m, m)), 0.0, m)
         s = reduce_sum(ew.exp(ew.subtract(x, m)), axis=axis, keepdims=True)
         out = ew.add(ew.log(s), m)
         if not keepdims:
             from .shape import squeeze
-            axes = _axis_attr(x, axis)
-            out = squeeze(out, axis=axes if axes is not None else tuple(range(len(x.shape) if x.shape is not None else 0)))
+            # axis=None: every dim is 1 now, and squeeze(axis=None) drops them
+            # all, even when the rank is only known at run time
+            out = squeeze(out, axis=_axis_attr(x, axis, "reduce_logsumexp"))
         return out
 
 
@@ -181,12 +191,13 @@ def count_nonzero(input_tensor: Any, axis: Any = None, keepdims: bool = False, d
 def _infer_arg(x, *, axis, output_type):
     require_dtype(x, _dt.NUMERIC, "input")
     if axis is None:
+        if _shapes.num_elements(x.shape) == 0:
+            raise ShapeError("cannot take arg max/min of an empty tensor")
         return (), output_type
     if x.shape is None:
         return None, output_type
     a = _shapes.normalize_axis(axis, len(x.shape))
     if x.shape[a] == 0:
-        from ..errors import ShapeError
         raise ShapeError(f"cannot take arg max/min over axis {axis} of size 0")
     return tuple(d for i, d in enumerate(x.shape) if i != a), output_type
 
@@ -212,7 +223,10 @@ def _make_arg(op_type: str):
             if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
                 raise DTypeError(f"{op_type} axis must be an int or None, got {axis!r}")
             if x.shape is not None:
-                axis = _shapes.normalize_axis(int(axis), len(x.shape))
+                try:
+                    axis = _shapes.normalize_axis(int(axis), len(x.shape))
+                except ShapeError as exc:
+                    raise ShapeError(f"{op_type} of {x.name} with shape {_shapes.fmt(x.shape)}: {exc}") from None
         out = _dt.as_dtype(output_type)
         if out not in _dt.INTEGERS:
             raise DTypeError(f"{op_type} output_type must be int32 or int64, got {out.name}")

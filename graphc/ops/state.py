@@ -238,7 +238,7 @@ def _forward(method: str):
 for _m in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
            "__floordiv__", "__rfloordiv__", "__mod__", "__rmod__", "__pow__", "__rpow__", "__matmul__",
            "__rmatmul__", "__neg__", "__abs__", "__lt__", "__le__", "__gt__", "__ge__", "__getitem__",
-           "__invert__", "__and__", "__or__"):
+           "__invert__", "__and__", "__or__", "__bool__", "__iter__"):
     setattr(Variable, _m, _forward(_m))
 
 

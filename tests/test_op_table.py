@@ -1,0 +1,45 @@
+"""docs/ops.md is generated from the op registry and must not drift."""
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("gen_op_table", os.path.join(ROOT, "scripts", "gen_op_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_ops_md_is_up_to_date():
+    gen = _generator()
+    expected = gen.render()
+    path = os.path.join(ROOT, "docs", "ops.md")
+    current = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    assert current == expected, f"docs/ops.md is out of date: run `{gen.COMMAND}` and commit the result"
+
+
+def test_rendering_is_deterministic_and_lists_every_op():
+    import graphc as gc
+    gen = _generator()
+    text = gen.render()
+    assert text == gen.render()
+    for name, opdef in gc.ops.registry.all_ops().items():
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"op {name} has no row"
+        assert f" {opdef.lowering} " in row
+        assert gen.gradient_status(opdef) in row
+
+
+def test_gradient_column_and_composites():
+    import graphc as gc
+    gen = _generator()
+    reg = gc.ops.registry
+    assert gen.gradient_status(reg.get("exp")) == "yes"
+    assert gen.gradient_status(reg.get("less")) == "not differentiable"
+    composites, helpers = gen.classify(gc, reg)
+    assert "gc.clip_by_value" in composites and {"maximum", "minimum"} <= set(composites["gc.clip_by_value"])
+    assert composites["gc.constant"] == ["const"]
+    assert "gc.exp" not in composites and "gc.sub" not in composites
+    assert "gc.global_variables" in helpers
