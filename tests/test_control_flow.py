@@ -442,6 +442,22 @@ def test_cond_returning_operations_gives_a_runnable_op():
         assert sess.run(v) == 9.0
 
 
+def test_cond_whose_branches_return_nothing_is_an_op():
+    v = gc.Variable(0, name="v")
+    p = gc.placeholder(gc.bool, [], name="p")
+
+    def bump():
+        v.assign_add(5)
+
+    step = gc.cond(p, bump, lambda: None)
+    assert isinstance(step, gc.Operation)
+    with gc.Session(config=gc.Config(backend="interpreter")) as sess:
+        sess.run(gc.global_variables_initializer())
+        sess.run(step, {p: True})
+        sess.run(step, {p: False})
+        assert sess.run(v) == 5
+
+
 def test_variable_reads_in_branch():
     v = gc.Variable(2.0, name="v")
     p = gc.placeholder(gc.bool, [], name="p")
@@ -797,3 +813,31 @@ def test_gradient_of_shape_changing_loop_is_a_gradient_error():
                       [x], shape_invariants=[(None,)], name="shrink")[0]
     with pytest.raises(gc.errors.GradientError, match="shrink"):
         gc.gradients(gc.reduce_sum(v), [x])
+
+
+def test_loop_condition_sees_variable_updates_of_previous_iterations():
+    budget = gc.Variable(5, name="budget")
+
+    def body(i):
+        with gc.control_dependencies([budget.assign_sub(1)]):
+            return i + 1
+
+    n = gc.while_loop(lambda i: budget > 0, body, [gc.constant(0)])
+    assert int(run(n)[0]) == 5
+
+
+def test_gradient_flows_to_variable_read_inside_loop_body():
+    w = gc.Variable(np.array(0.5), name="w")
+    x = gc.placeholder(gc.float64, [], name="x")
+    out = gc.while_loop(lambda i, h: i < 3, lambda i, h: (i + 1, gc.tanh(w * h + 1.0)),
+                        [gc.constant(0), x])[1]
+    g, = gc.gradients(out, [w])
+
+    def f(wv, xv):
+        h = xv
+        for _ in range(3):
+            h = np.tanh(wv * h + 1.0)
+        return h
+    eps = 1e-6
+    numeric = (f(0.5 + eps, 0.3) - f(0.5 - eps, 0.3)) / (2 * eps)
+    np.testing.assert_allclose(run(g, {x: 0.3}), numeric, rtol=1e-6)

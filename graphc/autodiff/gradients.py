@@ -32,12 +32,6 @@ def _is_float(t: Tensor) -> bool:
     return t.dtype.kind == "f"
 
 
-def _variable_reads(graph: Graph, var: Any) -> List[Tensor]:
-    """All tensors that read ``var`` in ``graph`` (start-of-run snapshot and
-    reads ordered after updates): a gradient w.r.t. a variable sums them."""
-    key = var._attrs["var"]
-    return [op.outputs[0] for op in graph._ops
-            if op.type in ("variable", "read_variable") and op.attrs.get("var") == key]
 
 
 def _sum(contributions: List[Tensor]) -> Tensor:
@@ -64,11 +58,13 @@ def gradients(ys: TensorOrList, xs: TensorOrList, grad_ys: Optional[TensorOrList
     if not xs_list:
         return []
     graph = graph_for_inputs(ys_list)
-    # x may be a Variable: its gradient sums over every read of it.
+    # x may be a Variable: every read of it (in loop bodies, under control
+    # dependencies) takes the snapshot as input, so the snapshot's adjoint
+    # sums over all of them.
     x_groups: List[List[Tensor]] = []
     for x in xs_list:
         if hasattr(x, "_attrs") and hasattr(x, "_as_graph_element"):
-            x_groups.append(_variable_reads(x.graph, x))
+            x_groups.append([x._as_graph_element()])
         elif isinstance(x, Tensor):
             x_groups.append([x])
         else:

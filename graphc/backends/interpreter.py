@@ -33,23 +33,27 @@ class RunContext:
     def __init__(self, store: VariableStore, rng: np.random.Generator) -> None:
         self.store = store
         self.rng = rng
-        self._start = dict(store.values)
+        # Variable values at the start of the run and of each enclosing
+        # subgraph execution (loop iteration / branch): unordered reads see these.
+        self._frames: List[Dict[str, np.ndarray]] = [dict(store.values)]
 
     def read_start_value(self, var: str) -> np.ndarray:
+        return self._lookup(self._frames[0], var)
+
+    def read_frame_value(self, var: str) -> np.ndarray:
+        return self._lookup(self._frames[-1], var)
+
+    @staticmethod
+    def _lookup(values: Dict[str, np.ndarray], var: str) -> np.ndarray:
         try:
-            return self._start[var]
+            return values[var]
         except KeyError:
             raise UninitializedVariableError(
                 f"variable {var!r} is read before it was initialized; run its initializer "
                 "(gc.global_variables_initializer()) first") from None
 
     def read_variable(self, var: str) -> np.ndarray:
-        try:
-            return self.store.values[var]
-        except KeyError:
-            raise UninitializedVariableError(
-                f"variable {var!r} is read before it was initialized; run its initializer "
-                "(gc.global_variables_initializer()) first") from None
+        return self._lookup(self.store.values, var)
 
     def write_variable(self, var: str, value: np.ndarray) -> None:
         value.setflags(write=False)
@@ -59,7 +63,11 @@ class RunContext:
         """Run a cond branch / loop body: bind its arguments, return its outputs."""
         plan = _subgraph_plan(graph)
         env = dict(zip(graph.inputs, args))
-        return run_ops(plan, env, graph.outputs, self)
+        self._frames.append(dict(self.store.values))
+        try:
+            return run_ops(plan, env, graph.outputs, self)
+        finally:
+            self._frames.pop()
 
 
 def _subgraph_plan(graph: FuncGraph) -> List[Operation]:

@@ -334,7 +334,9 @@ def cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any], nam
     Both functions take no arguments and return the same structure (a Tensor,
     or a list/tuple/dict nesting of Tensors; Python scalars and arrays are
     converted) with the same dtypes; a shape dim the branches disagree on is
-    None in the result. A Python bool ``pred`` just calls the chosen function.
+    None in the result. Operations a branch returns (and branches returning
+    nothing) give the cond Operation, which runs the branch's side effects.
+    A Python bool ``pred`` just calls the chosen function.
     """
     _check_callable(true_fn, "true_fn", "cond")
     _check_callable(false_fn, "false_fn", "cond")
@@ -369,6 +371,9 @@ def cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any], nam
 
     op = graph.create_op("cond", [pred] + _captured(true_fg),
                          {"true_branch": true_fg, "false_branch": false_fg}, name=op_name)
+    if not op_slots:
+        # branches that return nothing run only for their side effects
+        return op
     outputs = iter(op.outputs)
     return _pack(true_spec, iter([op if is_op else next(outputs) for is_op in op_slots]))
 

@@ -58,7 +58,7 @@ def _nonpositive_part(x: Tensor) -> Tensor:
 def relu(features: Any, name: Optional[str] = None) -> Tensor:
     """max(x, 0); the gradient at exactly 0 is 0, as in TF."""
     x = convert_to_tensor(features)
-    require_dtype(x, _dt.NUMERIC, "features")
+    require_dtype(x, _dt.NUMERIC, "relu features")
     with op_scope(name or "Relu", [x]):
         return _positive_part(x)
 
@@ -66,21 +66,21 @@ def relu(features: Any, name: Optional[str] = None) -> Tensor:
 def relu6(features: Any, name: Optional[str] = None) -> Tensor:
     """min(max(x, 0), 6); the gradient is 1 strictly inside (0, 6), else 0."""
     x = convert_to_tensor(features)
-    require_dtype(x, _dt.NUMERIC, "features")
+    require_dtype(x, _dt.NUMERIC, "relu6 features")
     with op_scope(name or "Relu6", [x]):
         return ew.where(ew.greater(x, 0), ew.where(ew.less(x, 6), x, 6), 0)
 
 
 def leaky_relu(features: Any, alpha: float = 0.2, name: Optional[str] = None) -> Tensor:
     """x for x > 0, alpha * x otherwise."""
-    x = _float_input(features, "features")
+    x = _float_input(features, "leaky_relu features")
     with op_scope(name or "LeakyRelu", [x]):
         return ew.where(ew.greater(x, 0), x, ew.multiply(x, alpha))
 
 
 def elu(features: Any, name: Optional[str] = None) -> Tensor:
     """x for x > 0, exp(x) - 1 otherwise."""
-    x = _float_input(features, "features")
+    x = _float_input(features, "elu features")
     with op_scope(name or "Elu", [x]):
         return ew.where(ew.greater(x, 0), x, ew.expm1(_nonpositive_part(x)))
 
@@ -92,7 +92,7 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 def selu(features: Any, name: Optional[str] = None) -> Tensor:
     """scale * (x for x > 0, alpha * (exp(x) - 1) otherwise), with the
     self-normalizing constants of Klambauer et al."""
-    x = _float_input(features, "features")
+    x = _float_input(features, "selu features")
     with op_scope(name or "Selu", [x]):
         neg = ew.multiply(ew.expm1(_nonpositive_part(x)), _SELU_ALPHA)
         return ew.multiply(ew.where(ew.greater(x, 0), x, neg), _SELU_SCALE)
@@ -100,7 +100,7 @@ def selu(features: Any, name: Optional[str] = None) -> Tensor:
 
 def gelu(features: Any, approximate: bool = False, name: Optional[str] = None) -> Tensor:
     """x * Phi(x): exact with erf, or the tanh approximation."""
-    x = _float_input(features, "features")
+    x = _float_input(features, "gelu features")
     with op_scope(name or "Gelu", [x]):
         if approximate:
             cube = ew.multiply(x, ew.square(x))
@@ -115,7 +115,7 @@ def softplus(features: Any, name: Optional[str] = None) -> Tensor:
     """log(1 + exp(x)) without overflow: x + log1p(exp(-x)) for x > 0 and
     log1p(exp(x)) otherwise; the exponent is never positive, and each branch
     is computed on inputs clamped to its side so its derivative is finite."""
-    x = _float_input(features, "features")
+    x = _float_input(features, "softplus features")
     with op_scope(name or "Softplus", [x]):
         return _softplus(x)
 
@@ -129,21 +129,21 @@ def _softplus(x: Tensor) -> Tensor:
 
 def log_sigmoid(x: Any, name: Optional[str] = None) -> Tensor:
     """log(sigmoid(x)) = -softplus(-x), finite for every finite x."""
-    x = _float_input(x, "x")
+    x = _float_input(x, "log_sigmoid x")
     with op_scope(name or "LogSigmoid", [x]):
         return ew.negative(_softplus(ew.negative(x)))
 
 
 def softsign(features: Any, name: Optional[str] = None) -> Tensor:
     """x / (1 + |x|)."""
-    x = _float_input(features, "features")
+    x = _float_input(features, "softsign features")
     with op_scope(name or "Softsign", [x]):
         return ew.divide(x, ew.add(ew.abs(x), 1.0))
 
 
 def silu(features: Any, beta: float = 1.0, name: Optional[str] = None) -> Tensor:
     """x * sigmoid(beta * x) (also called swish)."""
-    x = _float_input(features, "features")
+    x = _float_input(features, "silu features")
     with op_scope(name or "Silu", [x]):
         return ew.multiply(x, sigmoid(x if beta == 1.0 else ew.multiply(x, beta)))
 
@@ -159,7 +159,7 @@ def _int_axis(x: Tensor, axis: Any, what: str) -> int:
         return int(axis)
     if len(x.shape) == 0:
         raise ShapeError(f"{what} needs a tensor of rank >= 1, got a scalar")
-    return _shapes.normalize_axis(int(axis), len(x.shape))
+    return _shapes.normalize_axis(int(axis), len(x.shape), what=f"{what} axis")
 
 
 def _shifted(x: Tensor, axis: int) -> Tensor:
@@ -170,7 +170,7 @@ def _shifted(x: Tensor, axis: int) -> Tensor:
 
 def softmax(logits: Any, axis: int = -1, name: Optional[str] = None) -> Tensor:
     """exp(x) / sum(exp(x)) along ``axis``, computed on x - max(x)."""
-    x = _float_input(logits, "logits")
+    x = _float_input(logits, "softmax logits")
     axis = _int_axis(x, axis, "softmax")
     with op_scope(name or "Softmax", [x]):
         e = ew.exp(_shifted(x, axis))
@@ -184,7 +184,7 @@ def _log_softmax(x: Tensor, axis: int) -> Tensor:
 
 def log_softmax(logits: Any, axis: int = -1, name: Optional[str] = None) -> Tensor:
     """x - log(sum(exp(x))) along ``axis``, finite for finite logits."""
-    x = _float_input(logits, "logits")
+    x = _float_input(logits, "log_softmax logits")
     axis = _int_axis(x, axis, "log_softmax")
     with op_scope(name or "LogSoftmax", [x]):
         return _log_softmax(x, axis)
@@ -193,7 +193,7 @@ def log_softmax(logits: Any, axis: int = -1, name: Optional[str] = None) -> Tens
 def _labels_logits(labels: Any, logits: Any, what: str) -> Tuple[Tensor, Tensor]:
     if labels is None or logits is None:
         raise InvalidArgumentError(f"{what} needs both labels= and logits=")
-    logits = _float_input(logits, "logits")
+    logits = _float_input(logits, f"{what} logits")
     labels = convert_to_tensor(labels) if isinstance(labels, Tensor) else convert_to_tensor(
         np.asarray(labels, dtype=logits.dtype))
     if labels.dtype != logits.dtype:
@@ -238,7 +238,7 @@ def sparse_softmax_cross_entropy_with_logits(labels: Any = None, logits: Any = N
     [0, num_classes) selects no class (the loss is then 0)."""
     if labels is None or logits is None:
         raise InvalidArgumentError("sparse_softmax_cross_entropy_with_logits needs both labels= and logits=")
-    x = _float_input(logits, "logits")
+    x = _float_input(logits, "sparse_softmax_cross_entropy_with_logits logits")
     z = convert_to_tensor(labels)
     require_dtype(z, _dt.INTEGERS, "labels", "sparse labels are class indices")
     if x.shape is not None and len(x.shape) == 0:
@@ -264,7 +264,7 @@ def sparse_softmax_cross_entropy_with_logits(labels: Any = None, logits: Any = N
 
 def l2_loss(t: Any, name: Optional[str] = None) -> Tensor:
     """sum(t ** 2) / 2, a scalar."""
-    x = _float_input(t, "t")
+    x = _float_input(t, "l2_loss t")
     with op_scope(name or "L2Loss", [x]):
         return ew.multiply(reduce_sum(ew.square(x)), 0.5)
 
@@ -301,7 +301,7 @@ def dropout(x: Any, rate: Any, noise_shape: Any = None, seed: Optional[int] = No
     ``noise_shape`` (broadcastable to x's shape) shares one draw along the
     dims where it is 1. rate=0 returns x unchanged."""
     from .random import random_uniform
-    x = _float_input(x, "x")
+    x = _float_input(x, "dropout x")
     if not isinstance(rate, Tensor):
         rate = float(rate)
         if not 0.0 <= rate < 1.0:

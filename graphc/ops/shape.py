@@ -617,7 +617,8 @@ def _split(x, *, axis, num, sizes):
 def split(value: Any, num_or_size_splits: Union[int, Sequence[int]], axis: int = 0, num: Optional[int] = None,
           name: Optional[str] = None) -> List[Tensor]:
     """Split ``value`` along ``axis``: into ``num_or_size_splits`` equal parts
-    (an int), or parts of the listed sizes (one may be -1)."""
+    (an int), or parts of the listed sizes (one may be -1). ``num``, when
+    given, must equal the number of pieces (TF's signature)."""
     x = convert_to_tensor(value)
     axis = _norm_axis(axis, _rank(x))
     if is_tensor_like(num_or_size_splits):
@@ -629,8 +630,10 @@ def split(value: Any, num_or_size_splits: Union[int, Sequence[int]], axis: int =
         attrs = {"axis": axis, "num": int(num_or_size_splits), "sizes": None}
     else:
         attrs = {"axis": axis, "num": None, "sizes": _static_ints(num_or_size_splits, "size_splits")}
-    out = apply_op("split", [x], attrs, name=name or "split")
-    return [out] if isinstance(out, Tensor) else list(out)
+    count = attrs["num"] if attrs["sizes"] is None else len(attrs["sizes"])
+    if num is not None and num != count:
+        raise InvalidArgumentError(f"split: num={num} but num_or_size_splits gives {count} pieces")
+    return list(apply_op("split", [x], attrs, name=name or "split"))
 
 
 @gradient("split")

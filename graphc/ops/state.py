@@ -37,11 +37,22 @@ def _variable(ctx, *, var, shape, dtype):
     return ctx.read_start_value(var)
 
 
-@define("read_variable", lowering=STATE, attrs=("var", "shape", "dtype"), dtypes="all", infer=_infer_var,
-        stateful=True, needs_context=True,
-        doc="A variable's current value (after updates it is ordered after).")
-def _read_variable(ctx, *, var, shape, dtype):
-    return ctx.read_variable(var)
+def _infer_read(handle, *, var, shape, dtype, ordered):
+    return shape, dtype
+
+
+# The input is the variable's snapshot: its value is not used, but it ties the
+# read to the variable in the dataflow graph, so gradients w.r.t. the variable
+# flow through reads inside loop bodies and under control dependencies.
+# `ordered`: made under control dependencies, so it must see updates made
+# before it; otherwise it sees the value at the start of the enclosing body
+# execution (one loop iteration, one branch run), like the start-of-run rule.
+@define("read_variable", lowering=STATE, inputs=("handle",), attrs=("var", "shape", "dtype", "ordered"),
+        dtypes="all", infer=_infer_read, stateful=True, needs_context=True,
+        doc="A variable's value inside a cond/while body (as of the body's start) or after the updates it is "
+            "ordered after.")
+def _read_variable(ctx, handle, *, var, shape, dtype, ordered):
+    return ctx.read_variable(var) if ordered else ctx.read_frame_value(var)
 
 
 def _infer_assign(value, *, var, shape, dtype):
@@ -167,16 +178,15 @@ class Variable:
     def _as_tensor(self) -> Tensor:
         explicit = _explicit_default_graph()
         if explicit is not None and explicit is not self._graph and explicit.is_enclosed_by(self._graph):
-            # Inside a cond/while body the start-of-run value is captured as an
-            # ordinary input (so gradients flow to the variable); under control
-            # dependencies the body reads the current value when it runs.
-            if explicit.current_control_inputs():
-                return explicit.create_op("read_variable", [], dict(self._attrs),
-                                          name=self._name.rsplit("/", 1)[-1] + "_read").outputs[0]
-            return self._snapshot
+            # inside a cond/while body: read the current value each time the
+            # body runs (a loop sees the updates of earlier iterations)
+            attrs = dict(self._attrs, ordered=bool(explicit.current_control_inputs()))
+            return explicit.create_op("read_variable", [self._snapshot], attrs,
+                                      name=self._name.rsplit("/", 1)[-1] + "_read").outputs[0]
         if self._graph.current_control_inputs():
             with self._graph.as_default():
-                return self._graph.create_op("read_variable", [], dict(self._attrs), name=self._name + "/read").outputs[0]
+                return self._graph.create_op("read_variable", [self._snapshot], dict(self._attrs, ordered=True),
+                                             name=self._name + "/read").outputs[0]
         return self._snapshot
 
     def value(self) -> Tensor:
@@ -280,6 +290,7 @@ def _grad_rules() -> None:
     from .elementwise import negative
     from .registry import gradient
     gradient("assign")(lambda op, g: [g])
+    gradient("read_variable")(lambda op, g: [g])
     gradient("assign_add")(lambda op, g: [g])
     gradient("assign_sub")(lambda op, g: [negative(g)])
 

@@ -28,7 +28,9 @@ def prune(graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Operation],
             if t not in fed and t.op not in needed:
                 stack.append(t.op)
         for c in op.control_inputs:
-            if c not in needed:
+            # an op whose every output is fed (a subgraph argument, say) has
+            # nothing left to do
+            if c not in needed and not (c.outputs and all(o in fed for o in c.outputs)):
                 stack.append(c)
     missing = [op for op in needed if op.type == "placeholder"]
     if missing:

@@ -1,5 +1,10 @@
-"""Training utilities: checkpoints (``Saver``, ``latest_checkpoint``)."""
-from .saver import Saver, latest_checkpoint
-from .optimizers import *  # noqa: F401,F403  (optimizers, global step); clipping is gc.clip_by_global_norm etc.
+"""Training utilities: optimizers, global step, checkpoints.
 
-__all__ = ["Saver", "latest_checkpoint"]
+Clipping lives at top level (``gc.clip_by_global_norm``, ``gc.clip_by_value``)
+as in TF1; its implementation is :mod:`graphc.train.clip`.
+"""
+from . import optimizers as _optimizers
+from .optimizers import *  # noqa: F401,F403
+from .saver import Saver, latest_checkpoint
+
+__all__ = ["Saver", "latest_checkpoint"] + list(_optimizers.__all__)
