@@ -295,3 +295,15 @@ def test_random_composite_graphs_match_finite_differences(program, seed):
         return gc.reduce_sum(values[-1]) + gc.reduce_mean(values[-2])
 
     check(fn, [rng.uniform(-1, 1, (2, 3)), rng.uniform(-1, 1, (3,))], rtol=1e-4, atol=1e-6)
+
+
+def test_while_loop_then_cond_gradient_is_f_of_a_over_a():
+    # PyTorch tutorial: b = a; while norm(b) < 1000: b *= 2; c = b if sum(b) > 0 else 100*b.
+    # c is linear in a with a data-dependent factor, so dc/da = c / a.
+    a = gc.placeholder(gc.float64, (), name="a")
+    b = gc.while_loop(lambda b: gc.abs(b) < 1000.0, lambda b: b * 2.0, [a])[0]
+    c = gc.cond(b > 0, lambda: b, lambda: b * 100.0)
+    g, = gc.gradients(c, [a])
+    for av in (0.37, -1.3):
+        cv, gv = run([c, g], {a: av})
+        np.testing.assert_allclose(gv, cv / av, rtol=1e-12)

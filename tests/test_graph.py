@@ -328,6 +328,11 @@ def test_bool_of_a_tensor_is_a_type_error():
     assert len(x) == 2
     with pytest.raises(TypeError):
         len(gc.placeholder(gc.float32, (None,)))
+    v = gc.Variable([1.0, 2.0])
+    with pytest.raises(TypeError, match="Python bool"):
+        bool(v)
+    with pytest.raises(TypeError):
+        iter(v)
 
 
 def test_tensors_are_hashable_identity_keys():

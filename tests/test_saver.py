@@ -231,3 +231,12 @@ def test_variable_names_that_clash_with_numpy_keywords(tmp_path):
     with _session() as sess:
         gc.train.Saver().restore(sess, path)
         assert sess.run([a, b]) == [1.0, 2.0]
+
+
+def test_a_damaged_index_is_a_graph_format_error(tmp_path):
+    (tmp_path / "checkpoint.json").write_text("{not json")
+    with pytest.raises(GraphFormatError, match="checkpoint.json"):
+        gc.train.latest_checkpoint(str(tmp_path))
+    (tmp_path / "checkpoint.json").write_text('{"something": "else"}')
+    with pytest.raises(GraphFormatError, match="not a graphc checkpoint index"):
+        gc.train.latest_checkpoint(str(tmp_path))

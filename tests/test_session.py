@@ -157,6 +157,14 @@ def test_feed_conversions_that_are_allowed():
             sess.run(f32, {f32: np.float32(2)})                             # a scalar is not shape (2,)
 
 
+def test_integer_feeds_that_do_not_fit_are_refused_not_wrapped():
+    i32 = gc.placeholder(gc.int32, (2,), name="ids")
+    with _session() as sess:
+        np.testing.assert_array_equal(sess.run(i32, {i32: np.array([-5, 2 ** 31 - 1], np.int64)}), [-5, 2 ** 31 - 1])
+        with pytest.raises(FeedError, match=r"placeholder 'ids'.*does not fit"):
+            sess.run(i32, {i32: [2 ** 40, 1]})
+
+
 @pytest.mark.parametrize("value", [[1.5, 2.0], np.array([1.0, 2.0]), ["a", "b"], "ab", [None, 1]],
                          ids=["float-list", "float-array", "strings", "string", "objects"])
 def test_feed_conversions_that_are_refused(value):

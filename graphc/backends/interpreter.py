@@ -22,9 +22,12 @@ class VariableStore:
 
     def __init__(self) -> None:
         self.values: Dict[str, np.ndarray] = {}
+        # how often each seeded random op ran in this session (its stream position)
+        self.random_op_counts: Dict[str, int] = {}
 
     def clear(self) -> None:
         self.values.clear()
+        self.random_op_counts.clear()
 
 
 class RunContext:

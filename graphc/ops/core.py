@@ -59,7 +59,12 @@ def convert_to_tensor(value: Any, dtype: Any = None, name: Optional[str] = None,
         return convert_to_tensor(value._as_tensor(), dtype)
     if isinstance(value, (list, tuple)) and any(is_tensor_like(v) for v in _flatten(value)):
         from .shape import stack
-        return stack([convert_to_tensor(v, dtype, graph=graph) for v in value], axis=0)
+        # plain numbers are left to stack, which gives them the tensors' dtype
+        parts = [convert_to_tensor(v, dtype, graph=graph)
+                 if dtype is not None or is_tensor_like(v)
+                 or (isinstance(v, (list, tuple)) and any(is_tensor_like(u) for u in _flatten(v))) else v
+                 for v in value]
+        return stack(parts, axis=0)
     return constant(value, dtype=dtype, name=name or "Const", graph=graph)
 
 

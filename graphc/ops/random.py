@@ -65,8 +65,7 @@ def shape_tensor(shape: Any, graph: Any = None) -> Tensor:
 def _run_count(ctx: Any, key: str) -> int:
     """How often the op ``key`` ran before in this Session (the counters live
     in the Session's store, so a new Session starts again at 0)."""
-    store = ctx.store
-    counts = store.__dict__.setdefault("random_op_counts", {})
+    counts = ctx.store.random_op_counts
     n = counts.get(key, 0)
     counts[key] = n + 1
     return n

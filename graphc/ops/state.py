@@ -289,6 +289,7 @@ def assign_sub(ref: Variable, value: Any, name: Optional[str] = None) -> Tensor:
 def _grad_rules() -> None:
     from .elementwise import negative
     from .registry import gradient
+    gradient("variable")(lambda op, g: [])   # a source: the adjoint stops at the variable
     gradient("assign")(lambda op, g: [g])
     gradient("read_variable")(lambda op, g: [g])
     gradient("assign_add")(lambda op, g: [g])
