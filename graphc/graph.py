@@ -375,6 +375,22 @@ def _describe_failure(opdef: Any, name: str, inputs: Sequence["Tensor"],
     return f"{opdef.name} op '{name}' created at {source}: {reason}{detail}"
 
 
+def ancestors(tensors: Sequence["Tensor"], control: bool = True) -> "set":
+    """Every op the given tensors depend on (through data inputs and, with
+    ``control``, control inputs), their own producers included."""
+    seen: set = set()
+    stack = [t.op for t in tensors]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        stack.extend(t.op for t in op.inputs)
+        if control:
+            stack.extend(op.control_inputs)
+    return seen
+
+
 # --------------------------------------------------------------------------
 # Subgraphs (bodies of cond / while_loop)
 # --------------------------------------------------------------------------

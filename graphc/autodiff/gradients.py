@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Union
 import numpy as np
 
 from ..errors import GradientError, InvalidArgumentError
-from ..graph import Graph, Operation, Tensor, graph_for_inputs
+from ..graph import Graph, Operation, Tensor, ancestors, graph_for_inputs
 from ..ops import elementwise as ew
 from ..ops.core import convert_to_tensor
 from ..ops.grad_support import broadcast_like
@@ -95,17 +95,9 @@ def _zero(like: Tensor) -> Tensor:
     return constant(0, dtype=like.dtype)
 
 
-def _between_ops(graph: Graph, ys: Sequence[Tensor], xs: Sequence[Tensor], stops: Set[Tensor]) -> Set[Operation]:
+def _between_ops(graph: Graph, ys: Sequence[Tensor], xs: Sequence[Tensor]) -> Set[Operation]:
     """Ops on a differentiable path from some x to some y."""
-    # backward reachability from ys
-    reach_y: Set[Operation] = set()
-    stack = [y.op for y in ys]
-    while stack:
-        op = stack.pop()
-        if op in reach_y:
-            continue
-        reach_y.add(op)
-        stack.extend(t.op for t in op.inputs)
+    reach_y = ancestors(ys, control=False)
     # forward reachability from xs, restricted to reach_y
     consumers: Dict[Tensor, List[Operation]] = {}
     for op in graph._ops:
@@ -131,7 +123,7 @@ def _between_ops(graph: Graph, ys: Sequence[Tensor], xs: Sequence[Tensor], stops
 def _backprop(graph: Graph, ys: Sequence[Tensor], grad_ys: Sequence[Optional[Any]], xs: Sequence[Tensor],
               stops: Set[Tensor]) -> Dict[Tensor, Tensor]:
     """Adjoints of every x reachable from ys (summed over paths)."""
-    between = _between_ops(graph, ys, xs, stops)
+    between = _between_ops(graph, ys, xs)
     pending: Dict[Tensor, List[Tensor]] = {}
     x_set = set(xs)
     for y, gy in zip(ys, grad_ys):

@@ -22,7 +22,8 @@ import numpy as np
 from .. import dtypes as _dt
 from .. import shapes as _shapes
 from ..errors import DTypeError, InvalidArgumentError, ShapeError
-from ..graph import FuncGraph, Graph, Operation, Tensor, _describe_failure, graph_for_inputs, user_source_location
+from ..graph import (FuncGraph, Graph, Operation, Tensor, _describe_failure, ancestors, graph_for_inputs,
+                     user_source_location)
 from . import registry
 from .core import constant, convert_to_tensor, identity, stop_gradient
 from .registry import CONTROL_FLOW, define
@@ -193,22 +194,9 @@ def _weak_to_tensor(fg: FuncGraph, value: Any, like: Any) -> Any:
         return constant(value, dtype=dtype)
 
 
-def _ancestors(tensors: Sequence[Tensor]) -> Set[Operation]:
-    seen: Set[Operation] = set()
-    stack = [t.op for t in tensors]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return seen
-
-
 def _pending_effects(fg: FuncGraph, outputs: Sequence[Tensor], returned_ops: Sequence[Operation]) -> List[Operation]:
     """Stateful (and explicitly returned) ops of ``fg`` its results do not reach."""
-    reached = _ancestors(outputs)
+    reached = ancestors(outputs)
     wanted = set(returned_ops)
     return [op for op in fg._ops if op not in reached and (op in wanted or op.is_stateful)]
 
