@@ -17,7 +17,7 @@ from .. import dtypes as _dt
 from .. import shapes as _shapes
 from ..errors import DTypeError, InvalidArgumentError, ShapeError
 from ..graph import FuncGraph, Graph, Tensor, _explicit_default_graph, get_default_graph, graph_for_inputs
-from .core import convert_to_tensor, group
+from .core import constant, convert_to_tensor, group, is_tensor_like
 from .registry import STATE, define
 
 __all__ = ["Variable", "global_variables_initializer", "variables_initializer", "global_variables",
@@ -121,9 +121,11 @@ class Variable:
             self._name = scope[:-1]
             if callable(initial_value):
                 initial_value = initial_value()
-            init = convert_to_tensor(initial_value, dtype=dtype, name="initial_value") \
-                if dtype is None or isinstance(initial_value, Tensor) else \
-                convert_to_tensor(np.asarray(initial_value), name="initial_value")
+            if dtype is None or is_tensor_like(initial_value):
+                init = convert_to_tensor(initial_value, name="initial_value")
+            else:
+                # constant() refuses values the dtype cannot hold exactly
+                init = constant(initial_value, dtype=dtype, name="initial_value")
             if dtype is not None and init.dtype != _dt.as_dtype(dtype):
                 from .elementwise import cast
                 init = cast(init, dtype)
