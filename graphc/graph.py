@@ -351,9 +351,12 @@ class Graph:
                 specs = opdef.infer(*inputs, **attrs)
             except (ShapeError, DTypeError, InvalidArgumentError) as exc:
                 raise type(exc)(_describe_failure(opdef, full_name, inputs, source, str(exc))) from None
-            if isinstance(specs, tuple) and len(specs) == 2 and isinstance(specs[1], np.dtype):
-                specs = [specs]
-            if not exact_name:
+            specs = normalize_output_specs(specs)
+            if exact_name:
+                # later unique_name() calls must not hand this name out again
+                key = full_name.lower()
+                self._names_in_use[key] = max(self._names_in_use.get(key, 0), 1)
+            else:
                 full_name = self.unique_name(name or op_type)
             op = Operation(self, op_type, full_name, inputs, attrs, source, opdef)
             op.control_inputs = tuple(self.current_control_inputs())
@@ -363,6 +366,13 @@ class Graph:
             self._ops.append(op)
             self._ops_by_name[full_name] = op
         return op
+
+
+def normalize_output_specs(specs: Any) -> List[Tuple[Any, np.dtype]]:
+    """A shape rule returns one ``(shape, dtype)`` or a list of them."""
+    if isinstance(specs, tuple) and len(specs) == 2 and isinstance(specs[1], np.dtype):
+        return [specs]
+    return list(specs)
 
 
 def _describe_failure(opdef: Any, name: str, inputs: Sequence["Tensor"],

@@ -7,6 +7,7 @@ fetch structure around the results.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -16,7 +17,8 @@ import numpy as np
 from . import shapes as _shapes
 from .backends import get_backend
 from .backends.interpreter import VariableStore
-from .errors import FeedError, GraphcError, GraphMismatchError, InvalidArgumentError
+from .errors import (DTypeError, ExecutionError, FeedError, GraphcError, GraphMismatchError, InvalidArgumentError,
+                     ShapeError)
 from .graph import Graph, Operation, Tensor, get_default_graph
 
 
@@ -25,12 +27,19 @@ class Config:
     """Session / function options.
 
     backend: "auto" (the best available), "interpreter", "cpu" or "ptx".
-    optimize: run the optimisation passes before codegen.
+    optimize: run the optimisation passes before codegen (executables are
+        then specialized on the fed shapes).
     seed: seed of the session's random number generator (random ops).
+    disabled_passes: pass names to skip (also GRAPHC_DISABLE_PASSES=a,b).
+    debug: verify the graph after every pass (also GRAPHC_DEBUG=1).
+    dump_dir: write the graph after every pass there (also GRAPHC_DUMP_DIR).
     """
     backend: str = "auto"
     optimize: bool = True
     seed: Optional[int] = None
+    disabled_passes: Tuple[str, ...] = ()
+    debug: bool = False
+    dump_dir: Optional[str] = None
     options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -127,6 +136,28 @@ def _owned(value: np.ndarray, feed_values: Sequence[np.ndarray]) -> np.ndarray:
     return value
 
 
+def compile_run(graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Operation], feeds: Sequence[Tensor],
+                feed_shapes: Sequence[Tuple[int, ...]], config: Config, backend: Any) -> Any:
+    """Graph → executable for one (fetches, feeds[, shapes]): extract the
+    needed ops, run the pass pipeline, hand the program to the backend. The
+    executable keeps the pipeline's stage records (``.stages``) for dumps."""
+    from .passes import extract, run_pipeline
+    try:
+        program = extract(graph, fetches, targets, feeds, feed_shapes if config.optimize else None)
+    except (ShapeError, DTypeError, InvalidArgumentError) as exc:
+        # Shapes re-inferred with the fed sizes disagree: a run-time error
+        # (it is one under optimize=False too), reported with the feeds.
+        fed = ", ".join(f"{t.name}={tuple(s)}" for t, s in zip(feeds, feed_shapes))
+        raise ExecutionError(f"{exc} [fed shapes: {fed}]") from exc
+    stages = []
+    if config.optimize:
+        debug = config.debug or os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
+        program, stages = run_pipeline(program, disabled=config.disabled_passes, verify=debug)
+    executable = backend.compile(program, config)
+    executable.stages = stages
+    return executable
+
+
 class _DefaultSessionStack(threading.local):
     def __init__(self) -> None:
         self.stack: List["Session"] = []
@@ -212,9 +243,12 @@ class Session:
         feed_tensors = [feed_tensors[i] for i in order]
         feed_values = [feed_values[i] for i in order]
         key = (tuple(map(id, tensors)), tuple(map(id, targets)), tuple(map(id, feed_tensors)))
+        if self.config.optimize:
+            key += (tuple(v.shape for v in feed_values),)
         executable = self._cache.get(key)
         if executable is None:
-            executable = self._backend.compile(self.graph, tensors, targets, feed_tensors, self.config)
+            executable = compile_run(self.graph, tensors, targets, feed_tensors,
+                                     [v.shape for v in feed_values], self.config, self._backend)
             self._cache[key] = executable
         results = executable.run(feed_values, self._store, self._rng)
         it = iter(results)

@@ -19,13 +19,51 @@ def fresh_default_graph():
     yield
 
 
-def run(fetches, feed_dict=None, graph=None):
-    """Run ``fetches`` in a fresh interpreter session (variables initialized)."""
-    g = graph or gc.get_default_graph()
-    with gc.Session(graph=g, config=gc.Config(backend="interpreter")) as sess:
+def _run_once(g, fetches, feed_dict, optimize):
+    with gc.Session(graph=g, config=gc.Config(backend="interpreter", optimize=optimize, debug=True)) as sess:
         if gc.global_variables(g):
-            sess.run(gc.global_variables_initializer() if graph is None else gc.variables_initializer(gc.global_variables(g)))
+            sess.run(gc.variables_initializer(gc.global_variables(g)))
         return sess.run(fetches, feed_dict)
+
+
+def _flatten(value, out):
+    if isinstance(value, dict):
+        for k in value:
+            _flatten(value[k], out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _flatten(v, out)
+    else:
+        out.append(value)
+    return out
+
+
+def assert_same_results(reference, optimized):
+    """Optimized == unoptimized: exact for integers and bools, within a few
+    ulps for floats (passes may reassociate; see docs/passes.md)."""
+    for ref, opt in zip(_flatten(reference, []), _flatten(optimized, [])):
+        if ref is None:
+            assert opt is None
+            continue
+        ref, opt = np.asarray(ref), np.asarray(opt)
+        assert ref.dtype == opt.dtype and ref.shape == opt.shape
+        if ref.dtype.kind == "f":
+            rtol = 1e-5 if ref.dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(opt, ref, rtol=rtol, atol=rtol * 1e-3, equal_nan=True)
+        else:
+            np.testing.assert_array_equal(opt, ref)
+
+
+def run(fetches, feed_dict=None, graph=None):
+    """Run ``fetches`` in fresh interpreter sessions (variables initialized),
+    once unoptimized and once through the pass pipeline (verified after every
+    pass), check both agree, and return the unoptimized result. Graphs with
+    random ops are run once (two sessions draw different numbers)."""
+    g = graph or gc.get_default_graph()
+    reference = _run_once(g, fetches, feed_dict, optimize=False)
+    if not any(op.opdef.lowering == "random" for op in g.get_operations()):
+        assert_same_results(reference, _run_once(g, fetches, feed_dict, optimize=True))
+    return reference
 
 
 @pytest.fixture

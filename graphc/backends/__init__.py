@@ -1,7 +1,8 @@
 """Backends turn a pruned graph into an executable.
 
-A backend has ``name`` and ``compile(graph, fetches, targets, feeds, config)``
-returning an object with ``run(feed_values, state) -> list of arrays``.
+A backend has ``name`` and ``compile(program, config)`` (a
+:class:`graphc.passes.program.Program`, already optimized) returning an
+executable with ``run(feed_values, store, rng) -> list of arrays``.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import shapes as _shapes
 from ..errors import ExecutionError, GraphcError, UninitializedVariableError
-from ..graph import FuncGraph, Graph, Operation, Tensor
+from ..graph import FuncGraph, Operation, Tensor
 from ..passes.prune import prune
 
 # Strict mode checks every op's result against its static shape and dtype: a
@@ -89,10 +89,14 @@ def execute_op(op: Operation, inputs: List[np.ndarray], ctx: RunContext) -> List
             result = opdef.compute(ctx, *inputs, **op.attrs)
         else:
             result = opdef.compute(*inputs, **op.attrs)
-    except GraphcError as exc:
+    except ExecutionError as exc:
         if op.name in str(exc):
             raise
         raise type(exc)(f"{op.describe()}: {exc}") from None
+    except GraphcError as exc:
+        # anything an op finds wrong while running is a run-time error
+        message = str(exc) if op.name in str(exc) else f"{op.describe()}: {exc}"
+        raise ExecutionError(message) from exc
     except Exception as exc:  # NumPy errors: broadcasting, bad indices, ...
         shapes = ", ".join(str(a.shape) for a in inputs)
         raise ExecutionError(f"{op.describe()} failed at run time with input shapes [{shapes}]: "
@@ -122,12 +126,14 @@ def run_ops(plan: Sequence[Operation], env: Dict[Tensor, np.ndarray], fetches: S
 
 
 class InterpreterExecutable:
-    def __init__(self, graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Operation],
-                 feeds: Sequence[Tensor]) -> None:
-        self.graph = graph
-        self.fetches = list(fetches)
-        self.feeds = list(feeds)
-        self.plan = prune(graph, fetches, targets, feeds)
+    """Runs a Program's ops in schedule order."""
+
+    def __init__(self, program: Any) -> None:
+        self.program = program
+        self.fetches = list(program.fetches)
+        self.feeds = list(program.feeds)
+        fed = {t.op for t in self.feeds}
+        self.plan = [op for op in program.graph._ops if op not in fed]
 
     def run(self, feed_values: Sequence[np.ndarray], store: VariableStore, rng: np.random.Generator) -> List[np.ndarray]:
         ctx = RunContext(store, rng)
@@ -138,6 +144,5 @@ class InterpreterExecutable:
 class InterpreterBackend:
     name = "interpreter"
 
-    def compile(self, graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Operation],
-                feeds: Sequence[Tensor], config: Optional[Any] = None) -> InterpreterExecutable:
-        return InterpreterExecutable(graph, fetches, targets, feeds)
+    def compile(self, program: Any, config: Optional[Any] = None) -> InterpreterExecutable:
+        return InterpreterExecutable(program)

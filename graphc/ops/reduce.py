@@ -38,8 +38,8 @@ def _reduction_rule(allowed, out_dtype=None):
     def infer(x, *, axis, keepdims):
         require_dtype(x, allowed, "input")
         if axis is not None and x.shape is not None:
-            for a in axis:
-                _shapes.normalize_axis(a, len(x.shape))
+            # axes of an unknown-rank input are kept as given (maybe negative)
+            axis = tuple(_shapes.normalize_axis(a, len(x.shape)) for a in axis)
         return reduced_shape(x.shape, axis, keepdims), (out_dtype or x.dtype)
     return infer
 

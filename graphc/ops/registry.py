@@ -28,7 +28,8 @@ CONTROL_FLOW = "control_flow"  # holds subgraphs (cond, while_loop)
 STATE = "state"                # reads/writes session state (variables)
 SOURCE = "source"              # produces values from nothing (const, placeholder)
 RANDOM = "random"              # draws random numbers
-LOWERING_CLASSES = (ELEMENTWISE, REDUCTION, LAYOUT, LIBRARY, CONTROL_FLOW, STATE, SOURCE, RANDOM)
+FUSED = "fused"                # a kernel made by the fusion pass (holds its body subgraph)
+LOWERING_CLASSES = (ELEMENTWISE, REDUCTION, LAYOUT, LIBRARY, CONTROL_FLOW, STATE, SOURCE, RANDOM, FUSED)
 
 
 @dataclass
