@@ -94,24 +94,12 @@ class Rewriter:
         return self.finish()
 
     def finish(self) -> Program:
-        """The new Program: fetches/targets mapped, ops nothing needs dropped."""
+        """The new Program, fetches and targets mapped. Ops the rewrite left
+        without consumers stay until the dce pass removes them (dumps show
+        what each pass did)."""
         fetches = [self._map[t] for t in self.old.fetches]
         targets = [self._op_map[op] for op in self.old.targets if op in self._op_map]
-        program = Program(self.graph, fetches, targets, self.feeds, dict(self.old.analyses))
-        return _drop_unused(program)
-
-
-def _drop_unused(program: Program) -> Program:
-    """Keep only the ops the fetches and targets need (a rewrite may have
-    orphaned some). Cheap when nothing is unused."""
-    needed = prune(program.graph, program.fetches, program.targets, program.feeds)
-    if len(needed) + len(program.feeds) >= len(program.graph._ops):
-        return program
-    keep = set(needed) | {t.op for t in program.feeds}
-    graph = program.graph
-    graph._ops = [op for op in graph._ops if op in keep]
-    graph._ops_by_name = {op.name: op for op in graph._ops}
-    return program
+        return Program(self.graph, fetches, targets, self.feeds, dict(self.old.analyses))
 
 
 def extract(graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Operation], feeds: Sequence[Tensor],
