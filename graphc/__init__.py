@@ -13,9 +13,11 @@ from .ops import nn
 from .session import Config, Session, get_default_session
 from .autodiff import custom_gradient, gradients, hessians, jacobian
 from .function import TensorSpec, function, grad, value_and_grad
+from .dump import dump
 from . import test
 from . import train
 from .train.clip import clip_by_global_norm, clip_by_norm, global_norm
+from .serialize import save_graph, load_graph
 
 __version__ = "0.1.0"
 

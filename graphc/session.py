@@ -140,8 +140,13 @@ def compile_run(graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Opera
                 feed_shapes: Sequence[Tuple[int, ...]], config: Config, backend: Any) -> Any:
     """Graph → executable for one (fetches, feeds[, shapes]): extract the
     needed ops, run the pass pipeline, hand the program to the backend. The
-    executable keeps the pipeline's stage records (``.stages``) for dumps."""
+    executable keeps the pipeline's stage records (``.stages``) and its
+    timings (``.compile_log``) for dumps; with ``config.dump_dir`` or
+    GRAPHC_DUMP_DIR set, every stage is written there (graphc/dump.py)."""
+    import time
+    from .dump import compiling
     from .passes import extract, run_pipeline
+    start = time.perf_counter()
     try:
         program = extract(graph, fetches, targets, feeds, feed_shapes if config.optimize else None)
     except (ShapeError, DTypeError, InvalidArgumentError) as exc:
@@ -149,12 +154,20 @@ def compile_run(graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Opera
         # (it is one under optimize=False too), reported with the feeds.
         fed = ", ".join(f"{t.name}={tuple(s)}" for t, s in zip(feeds, feed_shapes))
         raise ExecutionError(f"{exc} [fed shapes: {fed}]") from exc
+    timings = {"extract": time.perf_counter() - start}
     stages = []
     if config.optimize:
         debug = config.debug or os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
+        start = time.perf_counter()
         program, stages = run_pipeline(program, disabled=config.disabled_passes, verify=debug)
-    executable = backend.compile(program, config)
+        timings["passes"] = time.perf_counter() - start
+    with compiling(program, stages, timings, config.dump_dir) as log:
+        start = time.perf_counter()
+        executable = backend.compile(program, config)
+        log.add_timing(f"backend compile ({getattr(backend, 'name', type(backend).__name__)})",
+                       time.perf_counter() - start)
     executable.stages = stages
+    executable.compile_log = log
     return executable
 
 

@@ -3,7 +3,7 @@ order. Every other backend is tested against it."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -64,21 +64,34 @@ class RunContext:
 
     def run_subgraph(self, graph: FuncGraph, args: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Run a cond branch / loop body: bind its arguments, return its outputs."""
-        plan = _subgraph_plan(graph)
+        plan, release = _subgraph_plan(graph)
         env = dict(zip(graph.inputs, args))
         self._frames.append(dict(self.store.values))
         try:
-            return run_ops(plan, env, graph.outputs, self)
+            return run_ops(plan, env, graph.outputs, self, release)
         finally:
             self._frames.pop()
 
 
-def _subgraph_plan(graph: FuncGraph) -> List[Operation]:
+def _subgraph_plan(graph: FuncGraph) -> Tuple[List[Operation], Dict[Operation, List[Tensor]]]:
+    """The ops a subgraph run needs, and per op the values it reads last
+    (dropped once it ran, so a fused kernel's body or a loop iteration does
+    not hold on to dead intermediates)."""
     cache = graph.__dict__.setdefault("_interpreter_plan", {})
     key = len(graph._ops)
     if key not in cache:
         cache.clear()
-        cache[key] = prune(graph, graph.outputs, [], graph.inputs)
+        plan = prune(graph, graph.outputs, [], graph.inputs)
+        last: Dict[Tensor, Operation] = {}
+        for op in plan:
+            for t in op.inputs:
+                last[t] = op
+        kept = set(graph.outputs)
+        release: Dict[Operation, List[Tensor]] = {}
+        for t, op in last.items():
+            if t not in kept:
+                release.setdefault(op, []).append(t)
+        cache[key] = (plan, release)
     return cache[key]
 
 
@@ -116,13 +129,27 @@ def execute_op(op: Operation, inputs: List[np.ndarray], ctx: RunContext) -> List
 
 
 def run_ops(plan: Sequence[Operation], env: Dict[Tensor, np.ndarray], fetches: Sequence[Tensor],
-            ctx: RunContext) -> List[np.ndarray]:
+            ctx: RunContext, release: Optional[Dict[Operation, Sequence[Tensor]]] = None) -> List[np.ndarray]:
+    """Run ``plan`` in order. ``release`` (from the memory plan) lists, per
+    op, the tensors whose last use it is: they are dropped once it ran."""
     for op in plan:
         outs = execute_op(op, [env[t] for t in op.inputs], ctx)
         for t, v in zip(op.outputs, outs):
             if t not in env:           # a fed tensor keeps its fed value
                 env[t] = v
+        if release is not None:
+            for t in release.get(op, ()):
+                env.pop(t, None)
     return [env[t] for t in fetches]
+
+
+def _release_lists(program: Any) -> Optional[Dict[Operation, Sequence[Tensor]]]:
+    """The memory plan's per-op lists of dead tensors, when the pipeline made
+    one for this very graph (graphc/passes/memory.py)."""
+    plan = program.analyses.get("memory_plan")
+    if plan is None or getattr(plan, "schedule", None) != program.graph._ops:
+        return None
+    return plan.release_after
 
 
 class InterpreterExecutable:
@@ -134,11 +161,12 @@ class InterpreterExecutable:
         self.feeds = list(program.feeds)
         fed = {t.op for t in self.feeds}
         self.plan = [op for op in program.graph._ops if op not in fed]
+        self.release = _release_lists(program)
 
     def run(self, feed_values: Sequence[np.ndarray], store: VariableStore, rng: np.random.Generator) -> List[np.ndarray]:
         ctx = RunContext(store, rng)
         env: Dict[Tensor, Any] = dict(zip(self.feeds, feed_values))
-        return run_ops(self.plan, env, self.fetches, ctx)
+        return run_ops(self.plan, env, self.fetches, ctx, self.release)
 
 
 class InterpreterBackend:

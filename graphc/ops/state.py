@@ -146,6 +146,24 @@ class Variable:
         if self.trainable:
             graph.add_to_collection(TRAINABLE_VARIABLES, self)
 
+    @classmethod
+    def _from_ops(cls, snapshot: Any, initial_value: Tensor, initializer: Any, trainable: bool) -> "Variable":
+        """Rebuild a Variable around ops that already exist (a loaded graph).
+        Collections are restored by the loader, so this does not add to them."""
+        var = cls.__new__(cls)
+        attrs = snapshot.attrs
+        var._graph = snapshot.graph
+        var._name = snapshot.name
+        var._shape = attrs["shape"]
+        var._dtype = attrs["dtype"]
+        var._attrs = {"var": attrs["var"], "shape": attrs["shape"], "dtype": attrs["dtype"]}
+        var._snapshot = snapshot.outputs[0]
+        var.initial_value = initial_value
+        var.initializer = initializer
+        var.trainable = bool(trainable)
+        snapshot.graph._variables.append(var)
+        return var
+
     # ---- identity ---------------------------------------------------------------
     @property
     def name(self) -> str:
