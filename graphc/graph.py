@@ -20,6 +20,8 @@ from . import shapes as _shapes
 from .errors import DTypeError, GraphMismatchError, InvalidArgumentError, ShapeError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Files inside the package that are user-level code (their ops should point there).
+_USER_CODE_IN_PACKAGE = {os.path.join(_PACKAGE_DIR, "demo.py")}
 
 
 class SourceLocation(NamedTuple):
@@ -40,7 +42,8 @@ def user_source_location() -> SourceLocation:
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not os.path.abspath(filename).startswith(_PACKAGE_DIR) and not filename.startswith("<frozen"):
+        path = os.path.abspath(filename)
+        if (not path.startswith(_PACKAGE_DIR) or path in _USER_CODE_IN_PACKAGE) and not filename.startswith("<frozen"):
             return SourceLocation(filename, frame.f_lineno, frame.f_code.co_name)
         frame = frame.f_back
     return _UNKNOWN_LOCATION

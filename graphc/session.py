@@ -159,7 +159,15 @@ def compile_run(graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Opera
     if config.optimize:
         debug = config.debug or os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
         start = time.perf_counter()
-        program, stages = run_pipeline(program, disabled=config.disabled_passes, verify=debug)
+        try:
+            program, stages = run_pipeline(program, disabled=config.disabled_passes, verify=debug)
+        except Exception as exc:
+            done = getattr(exc, "graphc_stages", None)
+            if done:
+                # dump the stages before the failing pass, then re-raise
+                with compiling(done[-1].program, done, timings, config.dump_dir):
+                    raise
+            raise
         timings["passes"] = time.perf_counter() - start
     with compiling(program, stages, timings, config.dump_dir) as log:
         start = time.perf_counter()

@@ -587,3 +587,21 @@ def test_every_pass_has_a_doc_example_and_a_missing_one_fails():
         assert p.name in gen.EXAMPLES, f"pass {p.name} has no example in scripts/gen_passes_doc.py"
     with pytest.raises(gen.DocError, match="no example"):
         gen.pass_section("no_such_pass", "does nothing", False)
+
+
+def test_a_failing_pass_still_dumps_the_stages_before_it(tmp_path):
+    from graphc.passes import manager
+
+    def boom(program):
+        raise RuntimeError("boom")
+    manager.register_pass("boom_for_test", "always fails")(boom)
+    try:
+        x = gc.placeholder(gc.float32, (2,), name="x")
+        with pytest.raises(RuntimeError, match="boom"):
+            with gc.Session(config=gc.Config(backend="interpreter", dump_dir=str(tmp_path))) as sess:
+                sess.run(x * 2.0, {x: [1.0, 2.0]})
+    finally:
+        del manager._PASSES["boom_for_test"]
+        manager._ORDER.remove("boom_for_test")
+    written = sorted(p.name for p in tmp_path.glob("exec_*/*.txt"))
+    assert "0000.input.txt" in written and any("after_dce" in name for name in written)

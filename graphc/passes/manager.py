@@ -84,13 +84,18 @@ def run_pipeline(program: Program, disabled: Sequence[str] = (), verify: bool = 
             continue
         before = program.num_ops()
         start = time.perf_counter()
-        result = p.fn(program)
+        try:
+            result = p.fn(program)
+            if verify:
+                verify_program(result, p.name)
+        except Exception as exc:
+            # the stages that did run, so the caller can still dump them
+            exc.graphc_stages = records  # type: ignore[attr-defined]
+            raise
         seconds = time.perf_counter() - start
         changed = result is not program
         notes = result.analyses.pop("_notes", []) if changed or "_notes" in result.analyses else []
         program = result
-        if verify:
-            verify_program(program, p.name)
         records.append(StageRecord(len(records), p.name, program if keep_stages else None, before,
                                    program.num_ops(), seconds, changed, notes))
     records.append(StageRecord(len(records), "final", program, program.num_ops(), program.num_ops(), 0.0, False))
