@@ -235,6 +235,16 @@ def render() -> str:
              "program entering the pass and leaving it. Dump lines read "
              "`name: type = op(inputs) attrs  # file:line`; an input is named by its op when it is output 0, "
              "`^op` is a control input.", "",
+             "## Floating-point results", "",
+             "Passes that may change floating-point results: "
+             + (", ".join(f"`{p.name}`" for p in passes if p.changes_numerics) or "none") + ". "
+             "Folding evaluates constants with the same NumPy reference the interpreter runs; CSE, simplification "
+             "and DCE only apply exact rewrites (no `x*0 → 0` or `x-x → 0` on floats: NaN/inf; no "
+             "`log(exp(x)) → x`: overflow; no float `x+0.0 → x`: signed zeros; sums over size-1 axes keep a "
+             "`+ 0.0` for the same reason); fusion and memory planning do not change arithmetic. A native "
+             "backend's own transcendentals may differ from NumPy's by a few ULP, so optimized and "
+             "unoptimized runs are compared exactly for integers and bools and within rtol 1e-5 (float32) / "
+             "1e-12 (float64) for floats (tests/conftest.py).", "",
              "| # | pass | what it does |", "|---:|---|---|"]
     for i, p in enumerate(passes, 1):
         lines.append(f"| {i} | [`{p.name}`](#{p.name}) | {p.description} |")
