@@ -388,11 +388,11 @@ def _describe_failure(opdef: Any, name: str, inputs: Sequence["Tensor"],
     return f"{opdef.name} op '{name}' created at {source}: {reason}{detail}"
 
 
-def ancestors(tensors: Sequence["Tensor"], control: bool = True) -> "set":
-    """Every op the given tensors depend on (through data inputs and, with
-    ``control``, control inputs), their own producers included."""
+def ancestors(tensors: Sequence["Tensor"], control: bool = True, ops: Sequence["Operation"] = ()) -> "set":
+    """Every op the given tensors (and ``ops``) depend on, through data
+    inputs and, with ``control``, control inputs; themselves included."""
     seen: set = set()
-    stack = [t.op for t in tensors]
+    stack = [t.op for t in tensors] + list(ops)
     while stack:
         op = stack.pop()
         if op in seen:

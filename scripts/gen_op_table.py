@@ -25,6 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, "docs", "ops.md")
 COMMAND = "python3 scripts/gen_op_table.py"
 
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from docfile import write_or_check  # noqa: E402
+
 _OP_CALL = re.compile(r"""\b(?:apply_op|create_op)\(\s*["']([A-Za-z_][\w.]*)["']""")
 
 
@@ -252,24 +256,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--stdout", action="store_true", help="print the table instead of writing it")
     args = parser.parse_args(argv)
     text = render()
-    if args.stdout:
-        sys.stdout.write(text)
-        return 0
-    if args.check:
-        try:
-            with open(OUTPUT, encoding="utf-8") as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = None
-        if current != text:
-            print(f"{os.path.relpath(OUTPUT, ROOT)} is out of date; run `{COMMAND}`", file=sys.stderr)
-            return 1
-        return 0
-    os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
-    with open(OUTPUT, "w", encoding="utf-8") as f:
-        f.write(text)
-    print(f"wrote {os.path.relpath(OUTPUT, ROOT)}")
-    return 0
+    return write_or_check(text, OUTPUT, ROOT, COMMAND, args.check, args.stdout)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, "docs", "passes.md")
 COMMAND = "python3 scripts/gen_passes_doc.py"
 
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from docfile import write_or_check  # noqa: E402
+
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -270,24 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DocError as exc:
         print(f"gen_passes_doc: {exc}", file=sys.stderr)
         return 2
-    if args.stdout:
-        sys.stdout.write(text)
-        return 0
-    if args.check:
-        try:
-            with open(OUTPUT, encoding="utf-8") as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = None
-        if current != text:
-            print(f"{os.path.relpath(OUTPUT, ROOT)} is out of date; run `{COMMAND}`", file=sys.stderr)
-            return 1
-        return 0
-    os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
-    with open(OUTPUT, "w", encoding="utf-8") as f:
-        f.write(text)
-    print(f"wrote {os.path.relpath(OUTPUT, ROOT)}")
-    return 0
+    return write_or_check(text, OUTPUT, ROOT, COMMAND, args.check, args.stdout)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ note says how many ops of which types. Schedule order is kept.
 from __future__ import annotations
 
 from collections import Counter
-from typing import List, Set
+from typing import Set
 
-from ..graph import Operation
+from ..graph import Operation, ancestors
 from .fold import describe
 from .manager import register_pass
 from .program import Program, Rewriter
@@ -33,18 +33,8 @@ def has_side_effects(op: Operation) -> bool:
 
 def live_ops(program: Program) -> Set[Operation]:
     """Ops reachable from the roots through data and control inputs."""
-    stack: List[Operation] = [t.op for t in program.fetches] + list(program.targets)
-    stack += [op for op in program.ops() if has_side_effects(op)]
-    stack += [t.op for t in program.feeds]
-    live: Set[Operation] = set()
-    while stack:
-        op = stack.pop()
-        if op in live:
-            continue
-        live.add(op)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return live
+    roots = list(program.targets) + [op for op in program.ops() if has_side_effects(op)]
+    return ancestors(list(program.fetches) + list(program.feeds), ops=roots)
 
 
 def eliminate_dead_code(program: Program) -> Program:

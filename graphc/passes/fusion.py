@@ -70,7 +70,7 @@ import numpy as np
 
 from .. import shapes as _shapes
 from ..errors import CompileError, GradientError, InvalidArgumentError, ShapeError
-from ..graph import FuncGraph, Operation, Tensor
+from ..graph import FuncGraph, Operation, Tensor, ancestors
 from ..ops.registry import (CONTROL_FLOW, ELEMENTWISE, FUSED, LAYOUT, LIBRARY, RANDOM, REDUCTION, SOURCE, STATE,
                             define, gradient)
 from .manager import register_pass
@@ -243,16 +243,7 @@ def _sum_to_axes(shape: Tuple[int, ...], target: Tuple[int, ...]) -> Tuple[int, 
 
 def _needed_ops(program: Program) -> Set[Operation]:
     """Ops the fetches, targets and stateful ops depend on (themselves included)."""
-    seen: Set[Operation] = set()
-    stack = [t.op for t in program.fetches] + list(program.targets) + [op for op in program.ops() if op.is_stateful]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return seen
+    return ancestors(program.fetches, ops=list(program.targets) + [op for op in program.ops() if op.is_stateful])
 
 
 def fusion_decision(op: Operation) -> str:
