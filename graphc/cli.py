@@ -35,6 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] == "demo":
         # the demo parses its own options (and its own --help)
         return _guarded(parser, lambda: _demo(argv[1:]))
+    if argv and argv[0] == "bench":
+        return _guarded(parser, lambda: _bench(argv[1:]))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -113,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", add_help=False, help="train the MLP demo on scikit-learn's digits "
                                                 "(`graphc demo --help` for its options)")
+    sub.add_parser("bench", add_help=False, help="run the benchmark suite of a source checkout "
+                                                 "(`graphc bench --help` for its options)")
     return parser
 
 
@@ -189,3 +193,19 @@ def _demo(argv: Sequence[str]) -> int:
     except SystemExit as exc:   # argparse: --help, or a usage error it already printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
+
+
+def _bench(argv: Sequence[str]) -> int:
+    # benchmarks/ sits beside graphc/ in a source checkout and is not installed with the package
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, "benchmarks", "__init__.py")) and root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        from benchmarks import main as bench_main
+    except ImportError:
+        raise GraphcError("the benchmark suite is not importable: run `graphc bench` from a graphc source "
+                          "checkout (the benchmarks/ package is not installed with graphc)") from None
+    try:
+        return bench_main(list(argv), prog=f"{PROG} bench")
+    except SystemExit as exc:   # argparse: --help, or a usage error it already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
