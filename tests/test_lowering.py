@@ -153,3 +153,18 @@ def test_random_kernels_lower_to_the_interpreter_result(program, shape, seed):
             values.append(_REDUCE[b % len(_REDUCE)](u, axis=(a % rank) if rank else None, keepdims=True))
     r = np.random.default_rng(seed)
     _check_all_kernels(values[2:], {x: r.uniform(-2, 2, shape), y: r.uniform(-2, 2, shape[-1:])}, rtol=1e-10)
+
+
+def test_scalar_constant_inputs_become_immediates_and_fill_like_lowers():
+    x = gc.placeholder(gc.float32, (3, 4), name="x")
+    y = gc.exp(x) * 0.5 + gc.ones_like(x)
+    ex = _kernels([y], {x: np.zeros((3, 4))})
+    kernels = [lower_op(op) for op in ex.plan if op.type == "fused_kernel"]
+    text = "\n".join(k.text() for k in kernels)
+    assert "0.5:float32" in text
+    r = np.random.default_rng(6)
+    _check_all_kernels([y], {x: r.normal(size=(3, 4))})
+    fill = gc.ones_like(x).op
+    if fill.type == "fill_like":
+        (out,) = evaluate(lower_op(fill), [np.zeros((3, 4), np.float32)])
+        np.testing.assert_array_equal(out, np.ones((3, 4), np.float32))

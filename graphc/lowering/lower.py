@@ -52,8 +52,12 @@ def _axes(op: Operation) -> Tuple[int, ...]:
 
 
 class _Lowerer:
-    def __init__(self, name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> None:
+    def __init__(self, name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor],
+                 scalar_inputs: Optional[Dict[Tensor, np.ndarray]] = None) -> None:
         self.name = name
+        # inputs whose value is a known scalar (a constant outside the kernel):
+        # read as immediates so LLVM can fold them; the parameter stays
+        self.scalar_inputs = dict(scalar_inputs or {})
         self.params: List[ir.Param] = []
         self.buffer_of: Dict[Tensor, str] = {}
         self.constants: Dict[str, np.ndarray] = {}
@@ -78,6 +82,8 @@ class _Lowerer:
 
     # ---- values at points ----------------------------------------------------------------------
     def value(self, t: Tensor, point: Tuple[ir.IExpr, ...]) -> ir.Expr:
+        if t in self.scalar_inputs:
+            return ir.Const(self.scalar_inputs[t].reshape(()).item(), t.dtype)
         if t in self.buffer_of:
             return ir.Load(self.buffer_of[t], ir.flat_index(point, tuple(t.shape)), t.dtype)
         if t in self.acc_of:
@@ -90,6 +96,8 @@ class _Lowerer:
                 return ir.Const(arr.reshape(()).item(), arr.dtype)
             name = self.constants_name(arr)
             return ir.Load(name, ir.flat_index(point, arr.shape), arr.dtype)
+        if kind == "fill_like":
+            return ir.Const(np.asarray(op.attrs["value"], dtype=t.dtype).item(), t.dtype)
         if kind in _PASS_THROUGH:
             return self.value(op.inputs[0], point)
         if kind in _INDEX_MAPS:
@@ -233,19 +241,26 @@ class _Lowerer:
         return self._nest(kept, "i", inits + inner + finals)
 
 
-def lower_tensors(name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> ir.Kernel:
-    """Loop IR computing ``outputs`` from ``inputs`` (the ops between them)."""
-    return _Lowerer(name, inputs, outputs).lower()
+def lower_tensors(name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor],
+                  scalar_inputs: Optional[Dict[Tensor, np.ndarray]] = None) -> ir.Kernel:
+    """Loop IR computing ``outputs`` from ``inputs`` (the ops between them);
+    ``scalar_inputs`` maps inputs with a known one-element value to it."""
+    return _Lowerer(name, inputs, outputs, scalar_inputs).lower()
+
+
+def _scalar_constants(inner: Sequence[Tensor], outer: Sequence[Tensor]) -> Dict[Tensor, np.ndarray]:
+    return {i: np.asarray(o.op.attrs["value"]) for i, o in zip(inner, outer)
+            if o.op.type == "const" and np.asarray(o.op.attrs["value"]).size == 1}
 
 
 def lower_fused_kernel(op: Operation) -> ir.Kernel:
     """Loop IR of a ``fused_kernel`` op (its body's arguments are the inputs)."""
     body = op.attrs["body"]
-    return lower_tensors(op.name, body.inputs, body.outputs)
+    return lower_tensors(op.name, body.inputs, body.outputs, _scalar_constants(body.inputs, op.inputs))
 
 
 def lower_op(op: Operation) -> ir.Kernel:
     """Loop IR of one op: a fused kernel, or a single elementwise/reduction op."""
     if op.type == "fused_kernel":
         return lower_fused_kernel(op)
-    return lower_tensors(op.name, op.inputs, op.outputs)
+    return lower_tensors(op.name, op.inputs, op.outputs, _scalar_constants(op.inputs, op.inputs))
