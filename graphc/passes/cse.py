@@ -110,17 +110,8 @@ def eliminate_common_subexpressions(program: Program) -> Tuple[Program, Counter]
     merges = plan_merges(program)
     if not merges:
         return program, Counter()
-    rw = Rewriter(program)
-    for op in program.ops():
-        if rw.is_copied(op):
-            continue
-        first = merges.get(op)
-        if first is None:
-            rw.copy(op)
-            continue
-        for old, kept in zip(op.outputs, first.outputs):
-            rw.replace(old, rw[kept])
-    return rw.finish(), Counter(op.type for op in merges)
+    result = Rewriter(program).substitute(merges, lambda rw, op, first: [rw[t] for t in first.outputs])
+    return result, Counter(op.type for op in merges)
 
 
 @register_pass("cse", "merge ops that compute the same value (same type, inputs, attributes, control inputs)")

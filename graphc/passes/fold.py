@@ -326,17 +326,9 @@ def fold_constants(program: Program) -> Tuple[Program, Counter]:
     plan = plan_folding(program)
     if not plan:
         return program, Counter()
-    rw = Rewriter(program)
-    for op in program.ops():
-        if rw.is_copied(op):
-            continue
-        values = plan.get(op)
-        if values is None:
-            rw.copy(op)
-            continue
-        for t, value in zip(op.outputs, values):
-            rw.replace(t, materialize(rw.graph, value, op))
-    return rw.finish(), Counter(op.type for op in plan)
+    result = Rewriter(program).substitute(
+        plan, lambda rw, op, values: [materialize(rw.graph, value, op) for value in values])
+    return result, Counter(op.type for op in plan)
 
 
 def describe(counts: Counter, verb: str) -> str:

@@ -6,7 +6,7 @@ they rebuild it with a :class:`Rewriter`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -86,6 +86,20 @@ class Rewriter:
         if inputs is not None or attrs is not None or op_type is not None:
             self.changed = True
         return new
+
+    def substitute(self, plan: Dict[Operation, Any],
+                   outputs_for: Callable[["Rewriter", Operation, Any], Sequence[Tensor]]) -> Program:
+        """Copy every op in order, except that an op in ``plan`` is replaced:
+        its outputs become ``outputs_for(self, op, plan[op])``."""
+        for op in self.old.ops():
+            if self.is_copied(op):
+                continue
+            if op in plan:
+                for old_t, new_t in zip(op.outputs, outputs_for(self, op, plan[op])):
+                    self.replace(old_t, new_t)
+            else:
+                self.copy(op)
+        return self.finish()
 
     def copy_all(self) -> Program:
         for op in self.old.ops():
