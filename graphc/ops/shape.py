@@ -222,14 +222,21 @@ def _reshape(x, *, shape):
     return np.reshape(x, shape)
 
 
-def _infer_reshape_dynamic(x, shape):
-    require_dtype(shape, _dt.INTEGERS, "shape")
-    if shape.shape is not None and len(shape.shape) != 1:
-        raise ShapeError(f"shape must be a 1-D tensor, got shape {_shapes.fmt(shape.shape)}")
-    target = partial_shape_value(shape)
-    if target is None:
-        return None, x.dtype
-    return reshaped_shape(x.shape, target), x.dtype
+def _dynamic_shape_rule(resolve):
+    """Shape rule of an op whose target shape is a run-time 1-D int tensor:
+    as much of the result shape as the tensor's known entries give."""
+    def infer(x, shape):
+        require_dtype(shape, _dt.INTEGERS, "shape")
+        if shape.shape is not None and len(shape.shape) != 1:
+            raise ShapeError(f"shape must be a 1-D tensor, got shape {_shapes.fmt(shape.shape)}")
+        target = partial_shape_value(shape)
+        if target is None:
+            return None, x.dtype
+        return resolve(x.shape, target), x.dtype
+    return infer
+
+
+_infer_reshape_dynamic = _dynamic_shape_rule(lambda src, target: reshaped_shape(src, target))
 
 
 @define("reshape_dynamic", lowering=LAYOUT, inputs=("tensor", "shape"), dtypes="all",
@@ -675,14 +682,7 @@ def _broadcast_to(x, *, shape):
     return np.array(np.broadcast_to(x, shape))
 
 
-def _infer_broadcast_to_dynamic(x, shape):
-    require_dtype(shape, _dt.INTEGERS, "shape")
-    if shape.shape is not None and len(shape.shape) != 1:
-        raise ShapeError(f"shape must be a 1-D tensor, got shape {_shapes.fmt(shape.shape)}")
-    target = partial_shape_value(shape)
-    if target is None:
-        return None, x.dtype
-    return broadcast_shape_to(x.shape, target), x.dtype
+_infer_broadcast_to_dynamic = _dynamic_shape_rule(lambda src, target: broadcast_shape_to(src, target))
 
 
 @define("broadcast_to_dynamic", lowering=LAYOUT, inputs=("input", "shape"), dtypes="all",
