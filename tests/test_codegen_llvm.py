@@ -15,6 +15,7 @@ from graphc.codegen import llvm_cpu
 from graphc.errors import CompileError, InvalidArgumentError
 from graphc.lowering import evaluate, loop_ir as L, lower_op
 from graphc.session import compile_run
+from random_programs import build_program
 
 F32, F64, I32, I64, B = (np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64, np.bool_))
 
@@ -545,18 +546,9 @@ _REDUCE = [gc.reduce_sum, gc.reduce_max, gc.reduce_mean, gc.reduce_min]
 def test_random_float_programs_run_natively(program, shape, dtype, seed):
     x = gc.placeholder(dtype, shape, name="x")
     y = gc.placeholder(dtype, shape[-1:], name="y")
-    values = [x, y]
-    for kind, a, b in program:
-        u = values[a % len(values)]
-        if kind == 0:
-            values.append(_UNARY[b % len(_UNARY)](u))
-        elif kind == 1:
-            values.append(_BINARY[b % len(_BINARY)](u, values[b % len(values)]))
-        else:
-            rank = len(u.shape)
-            values.append(_REDUCE[b % len(_REDUCE)](u, axis=(a % rank) if rank else None, keepdims=True))
+    values = build_program([x, y], program, _UNARY, _BINARY, _REDUCE)
     r = np.random.default_rng(seed)
-    _check_native(values[2:], {x: r.uniform(-2, 2, shape), y: r.uniform(-2, 2, shape[-1:])})
+    _check_native(values, {x: r.uniform(-2, 2, shape), y: r.uniform(-2, 2, shape[-1:])})
 
 
 _INT_BINARY = [gc.add, gc.subtract, gc.multiply, gc.maximum, gc.minimum,

@@ -9,6 +9,7 @@ from graphc.backends import get_backend
 from graphc.errors import CompileError
 from graphc.lowering import evaluate, loop_ir, lower_op
 from graphc.session import compile_run
+from random_programs import build_program
 
 
 def _kernels(fetches, feeds):
@@ -141,18 +142,9 @@ _REDUCE = [gc.reduce_sum, gc.reduce_max, gc.reduce_mean]
 def test_random_kernels_lower_to_the_interpreter_result(program, shape, seed):
     x = gc.placeholder(gc.float64, shape, name="x")
     y = gc.placeholder(gc.float64, shape[-1:], name="y")
-    values = [x, y]
-    for kind, a, b in program:
-        u = values[a % len(values)]
-        if kind == 0:
-            values.append(_UNARY[b % len(_UNARY)](u))
-        elif kind == 1:
-            values.append(_BINARY[b % len(_BINARY)](u, values[b % len(values)]))
-        else:
-            rank = len(u.shape)
-            values.append(_REDUCE[b % len(_REDUCE)](u, axis=(a % rank) if rank else None, keepdims=True))
+    values = build_program([x, y], program, _UNARY, _BINARY, _REDUCE)
     r = np.random.default_rng(seed)
-    _check_all_kernels(values[2:], {x: r.uniform(-2, 2, shape), y: r.uniform(-2, 2, shape[-1:])}, rtol=1e-10)
+    _check_all_kernels(values, {x: r.uniform(-2, 2, shape), y: r.uniform(-2, 2, shape[-1:])}, rtol=1e-10)
 
 
 def test_scalar_constant_inputs_become_immediates_and_fill_like_lowers():
