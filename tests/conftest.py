@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.backends import available_backends
 from graphc.backends import interpreter as _interp
 
 _interp.STRICT = True
@@ -19,8 +20,15 @@ def fresh_default_graph():
     yield
 
 
-def _run_once(g, fetches, feed_dict, optimize):
-    with gc.Session(graph=g, config=gc.Config(backend="interpreter", optimize=optimize, debug=True)) as sess:
+# Native backends every graph of the op suites also runs on, compared with
+# the interpreter (GRAPHC_TEST_BACKENDS=interpreter skips them).
+NATIVE_BACKENDS = [b for b in os.environ.get("GRAPHC_TEST_BACKENDS", "cpu").split(",")
+                   if b and b != "interpreter" and b in available_backends()]
+
+
+def _run_once(g, fetches, feed_dict, optimize, backend="interpreter", disabled=()):
+    config = gc.Config(backend=backend, optimize=optimize, debug=True, disabled_passes=tuple(disabled))
+    with gc.Session(graph=g, config=config) as sess:
         if gc.global_variables(g):
             sess.run(gc.variables_initializer(gc.global_variables(g)))
         return sess.run(fetches, feed_dict)
@@ -57,12 +65,17 @@ def assert_same_results(reference, optimized):
 def run(fetches, feed_dict=None, graph=None):
     """Run ``fetches`` in fresh interpreter sessions (variables initialized),
     once unoptimized and once through the pass pipeline (verified after every
-    pass), check both agree, and return the unoptimized result. Graphs with
-    random ops are run once (two sessions draw different numbers)."""
+    pass), then optimized on every native backend with constant folding off
+    (so the ops run as native code, not folded at compile time); check all agree, and
+    return the unoptimized interpreter result. Graphs with random ops are
+    run once (two sessions draw different numbers)."""
     g = graph or gc.get_default_graph()
     reference = _run_once(g, fetches, feed_dict, optimize=False)
     if not any(op.opdef.lowering == "random" for op in g.get_operations()):
         assert_same_results(reference, _run_once(g, fetches, feed_dict, optimize=True))
+        for backend in NATIVE_BACKENDS:
+            assert_same_results(reference, _run_once(g, fetches, feed_dict, optimize=True, backend=backend,
+                                                         disabled=("fold",)))
     return reference
 
 

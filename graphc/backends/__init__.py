@@ -35,6 +35,9 @@ def get_backend(name: str):
 def _register_builtin() -> None:
     from .interpreter import InterpreterBackend
     register_backend("interpreter", InterpreterBackend)
+    from . import cpu
+    if cpu.available():
+        register_backend("cpu", cpu.CpuBackend)
 
 
 _register_builtin()

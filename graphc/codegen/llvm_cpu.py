@@ -71,7 +71,8 @@ from . import jit
 
 __all__ = ["CompiledKernel", "INTERCHANGE_REDUCTIONS", "INTERCHANGE_TILE_BYTES", "REDUCTION_BLOCK",
            "REDUCTION_RADIX", "UNROLL_EXTENT", "USE_LLVM_MATH", "compile_kernel", "compile_kernels",
-           "emit_kernel", "emit_math", "kernel_key", "kernel_module", "llvm_type", "memory_type", "run_kernel"]
+           "emit_kernel", "emit_math", "kernel_key", "kernel_module", "llvm_type", "memory_type", "run_kernel",
+           "split_loop"]
 
 llvmlite.ir_layer_typed_pointers_enabled = False
 
@@ -593,25 +594,40 @@ class _KernelEmitter:
         self.ranges: Dict[str, Tuple[int, int]] = {}
         self.accs: Dict[str, Tuple[ir.Value, np.dtype]] = {}
         self.memo: Dict[Tuple[type, int], Tuple[L.Expr, ir.Value]] = {}
+        # (loop, begin, end): run only iterations [begin, end) of that loop
+        self.split: Optional[Tuple[L.Loop, ir.Value, ir.Value]] = None
 
     def fail(self, why: str) -> CompileError:
         return CompileError(f"kernel {self.kernel.name}: {why}")
 
     # ---- statements ------------------------------------------------------
     def stmts(self, stmts: Sequence[L.Stmt]) -> None:
+        # Stores of one block are issued after every value of the block is
+        # computed: a kernel may then write an output over an input it reads
+        # at the same index (the memory plan's in-place writes), even when a
+        # later statement of the block reads that input again.
+        pending: List[Tuple[ir.Value, ir.Value]] = []
         for s in stmts:
             if isinstance(s, L.Loop):
+                self.flush(pending)
                 self.loop(s)
             elif isinstance(s, L.Store):
-                self.store(s)
+                pending.append(self.store_value(s))
             elif isinstance(s, L.AccInit):
                 self.accs[s.name] = (_const(s.dtype, s.value), np.dtype(s.dtype))
             elif isinstance(s, L.AccUpdate):
                 self.acc_update(s)
             else:
                 raise self.fail(f"unknown loop IR statement {s!r}")
+        self.flush(pending)
 
-    def store(self, s: L.Store) -> None:
+    def flush(self, pending: List[Tuple[ir.Value, ir.Value]]) -> None:
+        for value, address in pending:
+            self.b.store(value, address)
+        pending.clear()
+
+    def store_value(self, s: L.Store) -> Tuple[ir.Value, ir.Value]:
+        """The value ``s`` stores (in memory type) and its address."""
         ptr, dtype, size = self.buffer(s.buffer)
         if s.buffer not in {p.name for p in self.kernel.outputs}:
             raise self.fail(f"stores into {s.buffer}, which is not an output")
@@ -621,7 +637,7 @@ class _KernelEmitter:
             raise self.fail(f"stores a {value.type} into {s.buffer} ({dtype.name})")
         if dtype.kind == "b":
             value = self.b.zext(value, _I8)
-        self.b.store(value, self.address(s.buffer, s.index))
+        return value, self.address(s.buffer, s.index)
 
     def acc_update(self, s: L.AccUpdate) -> None:
         if s.name not in self.accs:
@@ -662,7 +678,10 @@ class _KernelEmitter:
         self.ranges[loop.var] = (0, loop.extent - 1)
         blocked = self.blocked_accs(loop)
         plan = _interchange_plan(loop) if INTERCHANGE_REDUCTIONS else None
-        if plan is not None:
+        if self.split is not None and self.split[0] is loop:
+            begin, end = self.split[1], self.split[2]
+            self.counted_loop(loop.var, begin, self.b.sub(end, begin), lambda _: self.stmts(loop.body), assigned)
+        elif plan is not None:
             self.interchanged(loop, *plan)
         elif not blocked:
             self.counted_loop(loop.var, None, loop.extent, lambda _: self.stmts(loop.body), assigned)
@@ -1044,21 +1063,41 @@ def _constant_global(module: ir.Module, name: str, value: np.ndarray) -> ir.Glob
     return g
 
 
+def split_loop(kernel: L.Kernel) -> Optional[L.Loop]:
+    """The loop a kernel can be split over threads by: its body is one
+    parallel loop (not a column reduction, which is interchanged)."""
+    if len(kernel.body) != 1 or not isinstance(kernel.body[0], L.Loop):
+        return None
+    loop = kernel.body[0]
+    if not loop.parallel or loop.extent < 2:
+        return None
+    if INTERCHANGE_REDUCTIONS and _interchange_plan(loop) is not None:
+        return None
+    return loop
+
+
 def emit_kernel(module: ir.Module, kernel: L.Kernel, *, noalias: bool = True,
-                symbol: Optional[str] = None) -> ir.Function:
+                symbol: Optional[str] = None, split: bool = False) -> ir.Function:
     """Emit ``kernel`` into ``module`` as ``void <symbol>(ptr in0, ..., ptr out0, ...)``
     (parameter order = ``kernel.params``). The symbol is ``symbol`` when
     given (it must be unused in the module), else ``graphc.<kernel name>``
     with characters outside ``[A-Za-z0-9_]`` replaced, made unique in the
     module: read it from the returned function's ``name``. Buffers are
     ``noalias`` unless ``noalias=False`` (for callers that run a kernel in
-    place). Raises CompileError for IR it cannot lower, including any index
-    that could leave its buffer."""
+    place). ``split=True`` (for kernels with a :func:`split_loop`) adds
+    two ``i64`` parameters ``begin, end``: the call runs iterations
+    ``[begin, end)`` of that loop, ``0 <= begin < end <= extent`` (the
+    caller splits the range over threads). Raises CompileError for IR it
+    cannot lower, including any index that could leave its buffer."""
     for p in kernel.params:
         memory_type(p.dtype)
     if symbol is not None and symbol in module.globals:
         raise CompileError(f"kernel {kernel.name}: symbol {symbol!r} is already defined in the module")
-    fn = ir.Function(module, ir.FunctionType(_VOID, [_PTR] * len(kernel.params)),
+    outer = split_loop(kernel) if split else None
+    if split and outer is None:
+        raise CompileError(f"kernel {kernel.name}: split=True needs a body that is one parallel loop")
+    extra = [_I64, _I64] if split else []
+    fn = ir.Function(module, ir.FunctionType(_VOID, [_PTR] * len(kernel.params) + extra),
                      name=symbol or _symbol(module, kernel.name))
     fn.attributes.add("nounwind")
     buffers: Dict[str, Tuple[ir.Value, np.dtype, int]] = {}
@@ -1078,6 +1117,10 @@ def emit_kernel(module: ir.Module, kernel: L.Kernel, *, noalias: bool = True,
         memory_type(value.dtype)
         buffers[name] = (_constant_global(module, f"{fn.name}.{name}", value), value.dtype, value.size)
     em = _KernelEmitter(module, kernel, fn, buffers)
+    if outer is not None:
+        begin, end = fn.args[len(kernel.params):]
+        begin.name, end.name = "begin", "end"
+        em.split = (outer, begin, end)
     em.stmts(kernel.body)
     em.b.ret_void()
     return fn

@@ -1,0 +1,205 @@
+"""LLVM code of one segment: ``i32 <symbol>(ptr ctx, ptr arg0, ..., ptr argN)``.
+
+The entry point first checks every argument (graphc.backends.cpu.abi) and
+returns ``i + 1`` for the first bad one, before anything is written; then
+it runs the segment's ops in schedule order: loop-IR kernels (each its own
+``noalias`` function, split over the thread pool when it is one big
+parallel loop), BLAS matmuls, variable updates. It returns 0.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ...codegen import blas
+from ...codegen.llvm_cpu import emit_kernel, split_loop
+from ...codegen.parallel import body_function_type, emit_parallel_for, entry_alloca
+from ...errors import CompileError
+from ...graph import Tensor
+from ...lowering import loop_ir as L
+from . import abi
+from .segments import Layout, NativeOp, Segment
+
+_I1 = ir.IntType(1)
+_I8 = ir.IntType(8)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_PTR = ir.PointerType()
+
+# Elements a thread must get before a kernel's outer loop is split across
+# threads (a parallel region costs a few microseconds; docs/cpu_runtime.md).
+MIN_ELEMENTS_PER_THREAD = 32768
+
+
+class _SegmentEmitter:
+    def __init__(self, module: ir.Module, seg: Segment, layout: Layout, symbol: str) -> None:
+        self.module = module
+        self.seg = seg
+        self.layout = layout
+        fnty = ir.FunctionType(_I32, [_PTR] * (1 + len(seg.args)))
+        self.fn = ir.Function(module, fnty, name=symbol)
+        self.fn.attributes.add("nounwind")
+        self.ctx = self.fn.args[0]
+        self.ctx.name = "ctx"
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+        self.data: List[ir.Value] = []
+        self.ptr_cache: Dict[Tuple[str, object], ir.Value] = {}
+
+    # ---- arguments -------------------------------------------------------
+    def check_args(self) -> None:
+        b = self.b
+        for i, (arg, obj) in enumerate(zip(self.seg.args, self.fn.args[1:])):
+            obj.name = f"arg{i}"
+            ok = abi.emit_array_check(b, self.ctx, obj, arg.dtype, arg.shape, writeable=arg.is_output)
+            bad = self.fn.append_basic_block(f"arg{i}.bad")
+            good = self.fn.append_basic_block(f"arg{i}.ok")
+            b.cbranch(ok, good, bad)
+            b.position_at_end(bad)
+            b.ret(ir.Constant(_I32, i + 1))
+            b.position_at_end(good)
+        self.data = [abi.emit_data_pointer(b, obj) for obj in self.fn.args[1:]]
+        self.arena = abi.ctx_slot(b, self.ctx, abi.CTX_ARENA)
+
+    def pointer(self, t: Tensor) -> ir.Value:
+        kind, value = self.seg.where[t]
+        if kind == "view":
+            return self.pointer(value)
+        key = (kind, value)
+        if key not in self.ptr_cache:
+            b = self.b
+            if kind == "arg":
+                ptr = self.data[value]
+            elif kind == "arena":
+                ptr = b.gep(self.arena, [ir.Constant(_I64, value)], inbounds=True, source_etype=_I8)
+            elif kind == "const":
+                ptr = abi.ctx_slot(b, self.ctx, abi.CTX_CONST_BASE + value)
+            else:
+                raise CompileError(f"no storage for {t.name} ({kind})")
+            self.ptr_cache[key] = ptr
+        return self.ptr_cache[key]
+
+    def current(self, var: str) -> ir.Value:
+        kind, value = self.seg.where[("current", var)]
+        return self.data[value]
+
+    # ---- ops -----------------------------------------------------------------
+    def emit(self) -> None:
+        self.check_args()
+        last_assign: Dict[str, Tensor] = {}
+        for n in self.seg.ops:
+            if n.kind == "kernel":
+                self.kernel(n)
+            elif n.kind == "matmul":
+                self.matmul(n)
+            elif n.kind == "assign":
+                self.assign(n, last_assign)
+                last_assign[n.op.attrs["var"]] = n.op.outputs[0]
+        self.b.ret(ir.Constant(_I32, 0))
+
+    def kernel(self, n: NativeOp) -> None:
+        kernel = n.kernel
+        op = n.op
+        ins = [self.pointer(t) for t in op.inputs]
+        outs = [self.pointer(t) for t in op.outputs]
+        # the memory plan may write an output over a dead input (in place)
+        in_place = any(self.seg.where[o] == self.seg.where[i] for o in op.outputs for i in op.inputs
+                       if self.seg.where[o][0] == "arena")
+        ptrs = ins + outs
+        outer = split_loop(kernel)
+        total = int(np.prod(kernel.outputs[0].shape, dtype=np.int64)) if kernel.outputs else 0
+        if outer is not None and total >= 2 * MIN_ELEMENTS_PER_THREAD:
+            fn = emit_kernel(self.module, kernel, noalias=not in_place, split=True)
+            body = self._range_body(fn, len(ptrs))
+            b = self.b
+            table = entry_alloca(b, ir.ArrayType(_PTR, len(ptrs)), name=f"{fn.name}.args")
+            for i, p in enumerate(ptrs):
+                b.store(p, b.gep(table, [ir.Constant(_I32, 0), ir.Constant(_I32, i)], inbounds=True,
+                                 source_etype=table.allocated_type))
+            per_iteration = max(1, total // outer.extent)
+            min_chunk = max(1, -(-MIN_ELEMENTS_PER_THREAD // per_iteration))
+            emit_parallel_for(b, body, table, outer.extent, min_chunk=min_chunk)
+        else:
+            fn = emit_kernel(self.module, kernel, noalias=not in_place)
+            self.b.call(fn, ptrs)
+
+    def _range_body(self, kernel_fn: ir.Function, nptrs: int) -> ir.Function:
+        body = ir.Function(self.module, body_function_type(), name=f"{kernel_fn.name}.range")
+        body.linkage = "internal"
+        table, begin, end = body.args
+        b = ir.IRBuilder(body.append_basic_block("entry"))
+        arr = ir.ArrayType(_PTR, nptrs)
+        ptrs = [b.load(b.gep(table, [ir.Constant(_I32, 0), ir.Constant(_I32, i)], inbounds=True,
+                             source_etype=arr), typ=_PTR) for i in range(nptrs)]
+        run = body.append_basic_block("run")
+        done = body.append_basic_block("done")
+        b.cbranch(b.icmp_signed("<", begin, end), run, done)
+        b.position_at_end(run)
+        b.call(kernel_fn, ptrs + [begin, end])
+        b.branch(done)
+        b.position_at_end(done)
+        b.ret_void()
+        return body
+
+    def matmul(self, n: NativeOp) -> None:
+        op = n.op
+        a, bt = op.inputs
+        out = op.outputs[0]
+        ta, tb = bool(op.attrs["transpose_a"]), bool(op.attrs["transpose_b"])
+        a_shape, b_shape, c_shape = tuple(a.shape), tuple(bt.shape), tuple(out.shape)
+        m, nn = c_shape[-2], c_shape[-1]
+        k = a_shape[-2] if ta else a_shape[-1]
+        batch = c_shape[:-2]
+        kwargs = {}
+        if batch:
+            kwargs["batch_shape"] = list(batch)
+            kwargs["a_batch_strides"] = _batch_strides(a_shape, batch)
+            kwargs["b_batch_strides"] = _batch_strides(b_shape, batch)
+        blas.emit_matmul(self.b, out.dtype, self.pointer(a), self.pointer(bt), self.pointer(out), m, nn, k,
+                         transpose_a=ta, transpose_b=tb, **kwargs)
+
+    def assign(self, n: NativeOp, last_assign: Dict[str, Tensor]) -> None:
+        op = n.op
+        var = op.attrs["var"]
+        out = op.outputs[0]
+        value = self.pointer(op.inputs[0])
+        dst = self.pointer(out)
+        nbytes = int(np.prod(out.shape, dtype=np.int64)) * out.dtype.itemsize
+        if op.type == "assign":
+            memcpy = self.module.declare_intrinsic("llvm.memcpy", [_PTR, _PTR, _I64])
+            self.b.call(memcpy, [dst, value, ir.Constant(_I64, nbytes), ir.Constant(_I1, 0)])
+            return
+        cur = self.pointer(last_assign[var]) if var in last_assign else self.current(var)
+        size = int(np.prod(out.shape, dtype=np.int64))
+        dt = out.dtype
+        i = L.IVar("i")
+        value_expr = L.Binary("add" if op.type == "assign_add" else "subtract",
+                              L.Load("in0", i, dt), L.Load("in1", i, dt), dt)
+        kernel = L.Kernel(op.name, (L.Param("in0", dt, (size,), "input"), L.Param("in1", dt, (size,), "input"),
+                                    L.Param("out0", dt, (size,), "output")),
+                          (L.Loop("i", size, (L.Store("out0", i, value_expr),)),) if size else ())
+        fn = emit_kernel(self.module, kernel)
+        self.b.call(fn, [cur, value, dst])
+
+
+def _batch_strides(shape: Tuple[int, ...], batch: Tuple[int, ...]) -> List[int]:
+    """Element strides of an operand's matrices along the output's batch
+    dims (0 where the operand broadcasts)."""
+    own = shape[:-2]
+    matrix = shape[-2] * shape[-1]
+    strides: List[int] = []
+    acc = matrix
+    for d in reversed(own):
+        strides.append(acc if d != 1 else 0)
+        acc *= d
+    strides.reverse()
+    lead = len(batch) - len(own)
+    return [0] * lead + strides
+
+
+def emit_segment(module: ir.Module, seg: Segment, layout: Layout, symbol: str) -> ir.Function:
+    em = _SegmentEmitter(module, seg, layout, symbol)
+    em.emit()
+    seg.symbol = symbol
+    return em.fn

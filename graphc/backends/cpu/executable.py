@@ -1,0 +1,200 @@
+"""The CPU executable: native segments and host steps, run in schedule order.
+
+Per run, Python only gathers the arguments of each segment (feeds, variable
+values, fresh output arrays), calls its entry point once, commits variable
+updates and collects fetches. A program that lowers completely is one
+segment: one native call per ``Session.run``.
+"""
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ... import shapes as _shapes
+from ...codegen import jit
+from ...dump import add_timing
+from ...errors import CompileError, ExecutionError, UninitializedVariableError
+from ...graph import Operation, Tensor
+from ..interpreter import RunContext, VariableStore, execute_op
+from . import abi
+from .entry import emit_segment
+from .segments import HostStep, Layout, NativeOp, Segment, classify, plan_layout
+
+__all__ = ["CpuExecutable"]
+
+
+def _lookup(values: Dict[str, np.ndarray], var: str) -> np.ndarray:
+    try:
+        return values[var]
+    except KeyError:
+        raise UninitializedVariableError(
+            f"variable {var!r} is read before it was initialized; run its initializer "
+            "(gc.global_variables_initializer()) first") from None
+
+
+class _CompiledSegment:
+    """A segment's entry point with what Python does around each call."""
+
+    def __init__(self, seg: Segment, address: int) -> None:
+        self.seg = seg
+        self.fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, *([ctypes.py_object] * len(seg.args)))(address)
+        self.inputs = [a.source for a in seg.inputs()]
+        self.outputs = [(a.shape, a.dtype) for a in seg.outputs()]
+        self.n_inputs = len(self.inputs)
+
+    def describe_bad_arg(self, index: int, value: Any) -> str:
+        arg = self.seg.args[index]
+        kind, what = arg.source
+        name = what.name if isinstance(what, Tensor) else f"variable {what!r}"
+        got = (f"{value.dtype.name}{list(value.shape)}" + ("" if value.flags.c_contiguous else " (not contiguous)")
+               if isinstance(value, np.ndarray) else type(value).__name__)
+        return f"{name}: expected {arg.dtype.name}{list(arg.shape)}, got {got}"
+
+
+class CpuExecutable:
+    """Compiled program for the CPU backend (see graphc.backends.cpu)."""
+
+    def __init__(self, program: Any, config: Any = None) -> None:
+        self.program = program
+        self.feeds = list(program.feeds)
+        self.fetches = list(program.fetches)
+        fed = {t.op for t in self.feeds}
+        schedule = [op for op in program.graph._ops if op not in fed]
+        native: Dict[Operation, Optional[NativeOp]] = {op: classify(op) for op in schedule}
+        for op in schedule:
+            if op.type == "placeholder":
+                native[op] = None        # an unfed placeholder: the interpreter's error
+        start = time.perf_counter()
+        while True:
+            layout = plan_layout(program, schedule, native)
+            try:
+                module, symbols = self._emit(layout)
+                break
+            except CompileError as exc:
+                # a kernel the codegen cannot emit runs as a host step instead
+                culprit = _failed_op(exc, native)
+                if culprit is None:
+                    raise
+                native[culprit] = None
+        add_timing("cpu: build IR", time.perf_counter() - start)
+        self.layout = layout
+        self.native_ops = sum(1 for n in native.values() if n is not None)
+        self.host_ops = [op for op in schedule if native[op] is None]
+        self.segments: List[_CompiledSegment] = []
+        self.module = None
+        if symbols:
+            self.module = jit.compile_module(module, name="graphc_cpu")
+            for seg, sym in zip([s for s in layout.steps if isinstance(s, Segment)], symbols):
+                self.segments.append(_CompiledSegment(seg, self.module.address(sym)))
+        # the context table and the arena live as long as the executable
+        self.constants = layout.constants
+        self.context = np.concatenate([abi.context_prefix(),
+                                       np.array([c.ctypes.data for c in self.constants], dtype=np.int64)])
+        self.arena = np.empty(layout.arena_bytes + 64, dtype=np.uint8)
+        self.context[abi.CTX_ARENA] = (self.arena.ctypes.data + 63) // 64 * 64
+        self.context_address = self.context.ctypes.data
+        self._lock = threading.Lock() if layout.arena_bytes else None
+        compiled = iter(self.segments)
+        self.steps: List[Any] = [next(compiled) if isinstance(s, Segment) else s for s in layout.steps]
+        self.single = self.segments[0] if len(self.steps) == 1 and self.segments else None
+
+    def _emit(self, layout: Layout) -> Tuple[ir.Module, List[str]]:
+        module = ir.Module(name="graphc_cpu")
+        symbols = []
+        for i, s in enumerate(layout.steps):
+            if isinstance(s, Segment):
+                sym = f"graphc_segment{len(symbols)}"
+                emit_segment(module, s, layout, sym)
+                symbols.append(sym)
+        return module, symbols
+
+    # ---- running ------------------------------------------------------------------
+    def describe(self) -> str:
+        segs = len(self.segments)
+        host = ", ".join(sorted({op.type for op in self.host_ops}))
+        return (f"{segs} native segment(s), {self.native_ops} native ops"
+                + (f", host steps: {host}" if host else ""))
+
+    def run(self, feed_values: Sequence[np.ndarray], store: VariableStore, rng: np.random.Generator) -> List[np.ndarray]:
+        if self._lock is not None:
+            with self._lock:
+                return self._run(feed_values, store, rng)
+        return self._run(feed_values, store, rng)
+
+    def _run(self, feed_values: Sequence[np.ndarray], store: VariableStore, rng: np.random.Generator) -> List[np.ndarray]:
+        env: Dict[Tensor, Any] = dict(zip(self.feeds, feed_values))
+        rctx: Optional[RunContext] = None
+        if self.single is None:
+            rctx = RunContext(store, rng)       # snapshots the start-of-run values
+        for step in self.steps:
+            if isinstance(step, HostStep):
+                op = step.op
+                outs = execute_op(op, [env[t] for t in op.inputs], rctx)
+                for t, v in zip(op.outputs, outs):
+                    if t not in env:
+                        env[t] = v
+            else:
+                self._call(step, env, store, rctx)
+        return [env[t] for t in self.fetches]
+
+    def _call(self, cs: _CompiledSegment, env: Dict[Tensor, Any], store: VariableStore,
+              rctx: Optional[RunContext]) -> None:
+        seg = cs.seg
+        start_values = rctx._frames[0] if rctx is not None else store.values
+        args: List[Any] = []
+        for kind, what in cs.inputs:
+            if kind == "tensor":
+                args.append(env[what])
+            elif kind == "start":
+                args.append(_lookup(start_values, what))
+            else:
+                args.append(_lookup(store.values, what))
+        outputs = [np.empty(shape, dtype) for shape, dtype in cs.outputs]
+        args.extend(outputs)
+        rc = cs.fn(self.context_address, *args)
+        if rc:
+            args = self._fix_args(cs, args, rc)
+            rc = cs.fn(self.context_address, *args)
+            if rc:
+                raise ExecutionError(f"native segment rejected argument {rc - 1}: "
+                                     f"{cs.describe_bad_arg(rc - 1, args[rc - 1])}")
+        for var, t in seg.commits:
+            value = args[seg.where[t][1]]
+            value.setflags(write=False)
+            store.values[var] = value
+        for t, (kind, index) in seg.exports:
+            value = args[index] if kind == "arg" else self.constants[index]
+            if value.shape != tuple(t.shape):
+                value = value.reshape(t.shape)
+            env[t] = value
+
+    def _fix_args(self, cs: _CompiledSegment, args: List[Any], rc: int) -> List[Any]:
+        """Arguments the entry point rejected that are the right values in
+        another memory layout (strided, byte-swapped, an ndarray subclass):
+        contiguous copies. Anything else is an error naming the tensor."""
+        fixed = list(args)
+        for i, arg in enumerate(cs.seg.args[:cs.n_inputs]):
+            v = fixed[i]
+            if not isinstance(v, np.ndarray) or v.shape != arg.shape or v.dtype != arg.dtype:
+                raise ExecutionError(f"native segment argument {i} is wrong: {cs.describe_bad_arg(i, v)}")
+            fixed[i] = np.array(v, dtype=arg.dtype, order="C", copy=True, subok=False)
+        return fixed
+
+
+_KERNEL_ERROR = re.compile(r"kernel (\S+?):")
+
+
+def _failed_op(exc: CompileError, native: Dict[Operation, Optional[NativeOp]]) -> Optional[Operation]:
+    m = _KERNEL_ERROR.search(str(exc))
+    if not m:
+        return None
+    for op, n in native.items():
+        if n is not None and n.kernel is not None and n.kernel.name == m.group(1):
+            return op
+    return None
