@@ -32,7 +32,10 @@ import numpy as np
 
 DTYPES: Tuple[np.dtype, ...] = tuple(np.dtype(d) for d in ("float32", "float64", "int32", "int64", "bool"))
 
-# PyArrayObject fields (64-bit CPython without Py_TRACE_REFS)
+# PyListObject fields (64-bit CPython without Py_TRACE_REFS)
+OFFSET_LIST_SIZE = 16
+OFFSET_LIST_ITEMS = 24
+# PyArrayObject fields
 OFFSET_TYPE = 8
 OFFSET_DATA = 16
 OFFSET_NDIM = 24
@@ -65,9 +68,13 @@ def layout_ok() -> bool:
     a = np.zeros((3, 5), dtype=np.float32)
     b = a[:, ::2]
     base = id(a)
+    items = [b, a]
     try:
         dims = _read(base + OFFSET_DIMS, ctypes.c_void_p)
-        return (_read(base + OFFSET_TYPE, ctypes.c_void_p) == id(np.ndarray)
+        item_array = _read(id(items) + OFFSET_LIST_ITEMS, ctypes.c_void_p)
+        return (_read(id(items) + OFFSET_LIST_SIZE, ctypes.c_ssize_t) == 2
+                and (ctypes.c_void_p * 2).from_address(item_array)[:] == [id(b), id(a)]
+                and _read(base + OFFSET_TYPE, ctypes.c_void_p) == id(np.ndarray)
                 and _read(base + OFFSET_DATA, ctypes.c_void_p) == a.ctypes.data
                 and _read(base + OFFSET_NDIM, ctypes.c_int) == 2
                 and (ctypes.c_int64 * 2).from_address(dims)[:] == [3, 5]
@@ -149,9 +156,20 @@ def emit_array_check(b: ir.IRBuilder, ctx: ir.Value, obj: ir.Value, dtype: np.dt
     return phi
 
 
+def emit_list_size(b: ir.IRBuilder, lst: ir.Value) -> ir.Value:
+    return _field(b, lst, OFFSET_LIST_SIZE, _I64)
+
+
+def emit_list_items(b: ir.IRBuilder, lst: ir.Value, count: int) -> list:
+    """The first ``count`` item pointers of a Python list (size checked by the caller)."""
+    items = _field(b, lst, OFFSET_LIST_ITEMS, _PTR)
+    return [b.load(b.gep(items, [ir.Constant(_I64, i)], inbounds=True, source_etype=_PTR), typ=_PTR)
+            for i in range(count)]
+
+
 def emit_data_pointer(b: ir.IRBuilder, obj: ir.Value) -> ir.Value:
     return _field(b, obj, OFFSET_DATA, _PTR)
 
 
 __all__ = ["CTX_ARENA", "CTX_CONST_BASE", "DTYPES", "context_prefix", "ctx_slot", "descr_slot",
-           "emit_array_check", "emit_data_pointer", "layout_ok"]
+           "emit_array_check", "emit_data_pointer", "emit_list_items", "emit_list_size", "layout_ok"]

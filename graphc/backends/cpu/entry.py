@@ -1,7 +1,9 @@
-"""LLVM code of one segment: ``i32 <symbol>(ptr ctx, ptr arg0, ..., ptr argN)``.
+"""LLVM code of one segment: ``i32 <symbol>(ptr ctx, ptr args)``, ``args``
+a Python list of the segment's arrays (graphc.backends.cpu.abi).
 
-The entry point first checks every argument (graphc.backends.cpu.abi) and
-returns ``i + 1`` for the first bad one, before anything is written; then
+The entry point first checks the list's length (-1 if wrong) and every
+argument, returning ``i + 1`` for the first bad one, before anything is
+written; then
 it runs the segment's ops in schedule order: loop-IR kernels (each its own
 ``noalias`` function, split over the thread pool when it is one big
 parallel loop), BLAS matmuls, variable updates. It returns 0.
@@ -38,11 +40,12 @@ class _SegmentEmitter:
         self.module = module
         self.seg = seg
         self.layout = layout
-        fnty = ir.FunctionType(_I32, [_PTR] * (1 + len(seg.args)))
+        fnty = ir.FunctionType(_I32, [_PTR, _PTR])
         self.fn = ir.Function(module, fnty, name=symbol)
         self.fn.attributes.add("nounwind")
-        self.ctx = self.fn.args[0]
+        self.ctx, self.arg_list = self.fn.args
         self.ctx.name = "ctx"
+        self.arg_list.name = "args"
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.data: List[ir.Value] = []
         self.ptr_cache: Dict[Tuple[str, object], ir.Value] = {}
@@ -50,8 +53,15 @@ class _SegmentEmitter:
     # ---- arguments -------------------------------------------------------
     def check_args(self) -> None:
         b = self.b
-        for i, (arg, obj) in enumerate(zip(self.seg.args, self.fn.args[1:])):
-            obj.name = f"arg{i}"
+        n = len(self.seg.args)
+        size_ok = self.fn.append_basic_block("args.ok")
+        size_bad = self.fn.append_basic_block("args.bad")
+        b.cbranch(b.icmp_signed("==", abi.emit_list_size(b, self.arg_list), ir.Constant(_I64, n)), size_ok, size_bad)
+        b.position_at_end(size_bad)
+        b.ret(ir.Constant(_I32, -1))
+        b.position_at_end(size_ok)
+        objects = abi.emit_list_items(b, self.arg_list, n)
+        for i, (arg, obj) in enumerate(zip(self.seg.args, objects)):
             ok = abi.emit_array_check(b, self.ctx, obj, arg.dtype, arg.shape, writeable=arg.is_output)
             bad = self.fn.append_basic_block(f"arg{i}.bad")
             good = self.fn.append_basic_block(f"arg{i}.ok")
@@ -59,7 +69,7 @@ class _SegmentEmitter:
             b.position_at_end(bad)
             b.ret(ir.Constant(_I32, i + 1))
             b.position_at_end(good)
-        self.data = [abi.emit_data_pointer(b, obj) for obj in self.fn.args[1:]]
+        self.data = [abi.emit_data_pointer(b, obj) for obj in objects]
         self.arena = abi.ctx_slot(b, self.ctx, abi.CTX_ARENA)
 
     def pointer(self, t: Tensor) -> ir.Value:

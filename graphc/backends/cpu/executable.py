@@ -11,7 +11,7 @@ import ctypes
 import re
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import llvmlite.ir as ir
 import numpy as np
@@ -43,7 +43,7 @@ class _CompiledSegment:
 
     def __init__(self, seg: Segment, address: int) -> None:
         self.seg = seg
-        self.fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, *([ctypes.py_object] * len(seg.args)))(address)
+        self.fn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.py_object)(address)
         self.inputs = [a.source for a in seg.inputs()]
         self.outputs = [(a.shape, a.dtype) for a in seg.outputs()]
         self.n_inputs = len(self.inputs)
@@ -157,10 +157,13 @@ class CpuExecutable:
                 args.append(_lookup(store.values, what))
         outputs = [np.empty(shape, dtype) for shape, dtype in cs.outputs]
         args.extend(outputs)
-        rc = cs.fn(self.context_address, *args)
+        rc = cs.fn(self.context_address, args)
+        if rc < 0:
+            raise ExecutionError(f"native segment {seg.symbol} got {len(args)} arguments, "
+                                 f"expected {len(seg.args)}")
         if rc:
             args = self._fix_args(cs, args, rc)
-            rc = cs.fn(self.context_address, *args)
+            rc = cs.fn(self.context_address, args)
             if rc:
                 raise ExecutionError(f"native segment rejected argument {rc - 1}: "
                                      f"{cs.describe_bad_arg(rc - 1, args[rc - 1])}")
@@ -173,6 +176,92 @@ class CpuExecutable:
             if value.shape != tuple(t.shape):
                 value = value.reshape(t.shape)
             env[t] = value
+
+    # ---- the fast path ------------------------------------------------------------
+    def runner(self, positions: Sequence[int], store: VariableStore) -> Optional[Callable[[Sequence[Any]], List[Any]]]:
+        """For a one-segment executable: a function of the feed values (the
+        value of ``self.feeds[j]`` at ``positions[j]`` of its argument) that
+        runs the segment and returns ``(results, fresh)``; ``fresh[i]`` says
+        result ``i`` is a new array nobody else holds (else the caller copies
+        it before handing it out). The values must be ndarrays of the feeds'
+        exact dtypes and of the shapes this executable was compiled for
+        (the entry point checks them natively; the slow path reports errors).
+        None when the executable has host steps or other segments."""
+        cs = self.single
+        if cs is None or self._lock is not None:
+            return None
+        seg = cs.seg
+        feed_pos = {t: positions[j] for j, t in enumerate(self.feeds)}
+        getters: List[Tuple[int, Any]] = []
+        for kind, what in cs.inputs:
+            if kind == "tensor" and what in feed_pos:
+                getters.append((0, feed_pos[what]))
+            elif kind in ("start", "current"):
+                getters.append((1, what))
+            else:
+                return None
+        n_in = cs.n_inputs
+        fetch_from: List[Tuple[str, Any, Optional[Tuple[int, ...]]]] = []
+        exports = dict(seg.exports)
+        for t in self.fetches:
+            if t in feed_pos:
+                fetch_from.append(("feed", feed_pos[t], None))
+                continue
+            where = exports.get(t)
+            if where is None:
+                return None
+            kind, index = where
+            shape = tuple(t.shape)
+            if kind == "arg" and index >= n_in:
+                out_shape = seg.args[index].shape
+                fetch_from.append(("out", index - n_in, None if out_shape == shape else shape))
+            elif kind == "arg":
+                fetch_from.append(("arg", index, shape))
+            else:
+                fetch_from.append(("const", self.constants[index], shape))
+        fresh = [kind == "out" for kind, _, _ in fetch_from]
+        commits = [(var, seg.where[t][1] - n_in) for var, t in seg.commits]
+        out_specs = cs.outputs
+        fn, ctx_address = cs.fn, self.context_address
+        values = store.values
+        all_feeds = all(k == 0 for k, _ in getters)
+        feed_index = [i for _, i in getters]
+
+        identity_feeds = all_feeds and feed_index == list(range(len(feed_index)))
+        plain_outputs = (all(kind == "out" and shape is None for kind, _, shape in fetch_from)
+                         and [what for _, what, _ in fetch_from] == list(range(len(out_specs))))
+
+        def run(vals: Sequence[Any]) -> Tuple[Optional[List[Any]], Optional[List[bool]]]:
+            if identity_feeds:
+                args = list(vals)
+            elif all_feeds:
+                args = [vals[i] for i in feed_index]
+            else:
+                args = [vals[i] if k == 0 else _lookup(values, i) for k, i in getters]
+            outs = [np.empty(shape, dtype) for shape, dtype in out_specs]
+            args += outs
+            if fn(ctx_address, args):
+                return None, None      # the slow path redoes the run and reports
+            for var, k in commits:
+                value = outs[k]
+                value.setflags(write=False)
+                values[var] = value
+            if plain_outputs:
+                return outs, fresh
+            results = []
+            for kind, what, shape in fetch_from:
+                if kind == "out":
+                    v = outs[what]
+                elif kind == "feed":
+                    v = vals[what]
+                elif kind == "arg":
+                    v = args[what]
+                else:
+                    v = what
+                results.append(v if shape is None else v.reshape(shape))
+            return results, fresh
+
+        return run
 
     def _fix_args(self, cs: _CompiledSegment, args: List[Any], rc: int) -> List[Any]:
         """Arguments the entry point rejected that are the right values in

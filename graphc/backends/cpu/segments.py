@@ -168,21 +168,40 @@ def plan_layout(program, schedule: Sequence[Operation], native: Dict[Operation, 
     plan = program.analyses.get("memory_plan")
     if plan is not None and getattr(plan, "schedule", None) != program.graph._ops:
         plan = None
-    buffer_offset: Dict[int, int] = {}
-    arena = 0
-    if plan is not None:
-        for b in plan.buffers:
-            buffer_offset[b.id] = arena
-            arena += _align(b.nbytes)
-
+    arena = _Arena(plan)
     for s in steps:
         if isinstance(s, Segment):
-            arena = _place_segment(s, needed_outside, constants, const_index, plan, buffer_offset, arena)
-    return Layout(steps, constants, arena, const_index)
+            _place_segment(s, needed_outside, constants, const_index, arena)
+    return Layout(steps, constants, arena.size, const_index)
+
+
+class _Arena:
+    """Offsets in the executable's scratch memory: one region per memory-plan
+    buffer that holds an arena tensor (tensors the plan put in one buffer
+    share it), else one region per tensor."""
+
+    def __init__(self, plan) -> None:
+        self.plan = plan
+        self.size = 0
+        self.buffer_offset: Dict[int, int] = {}
+
+    def _take(self, nbytes: int) -> int:
+        offset = self.size
+        self.size += _align(nbytes)
+        return offset
+
+    def place(self, t: Tensor) -> int:
+        plan = self.plan
+        life = plan.tensors.get(t) if plan is not None else None
+        if life is not None and life.kind == PLANNED and life.buffer is not None:
+            if life.buffer not in self.buffer_offset:
+                self.buffer_offset[life.buffer] = self._take(plan.buffers[life.buffer].nbytes)
+            return self.buffer_offset[life.buffer]
+        return self._take(_nbytes(t))
 
 
 def _place_segment(seg: Segment, needed_outside: Set[Tensor], constants: List[np.ndarray],
-                   const_index: Dict[Tensor, int], plan, buffer_offset: Dict[int, int], arena: int) -> int:
+                   const_index: Dict[Tensor, int], arena: _Arena) -> None:
     where = seg.where
     arg_of: Dict[Source, int] = {}
 
@@ -262,12 +281,8 @@ def _place_segment(seg: Segment, needed_outside: Set[Tensor], constants: List[np
     for t in computed:
         if t in exported:
             where[t] = arg(("output", t), t.dtype, t.shape)
-        elif plan is not None and t in plan.tensors and plan.tensors[t].kind == PLANNED \
-                and plan.tensors[t].buffer is not None:
-            where[t] = ("arena", buffer_offset[plan.tensors[t].buffer])
         else:
-            where[t] = ("arena", arena)
-            arena += _align(_nbytes(t))
+            where[t] = ("arena", arena.place(t))
     # inputs first, then outputs (Python fills them in that order)
     order = sorted(range(len(seg.args)), key=lambda i: seg.args[i].is_output)
     remap = {old: new for new, old in enumerate(order)}
@@ -279,4 +294,3 @@ def _place_segment(seg: Segment, needed_outside: Set[Tensor], constants: List[np
         for t in n.op.outputs:
             if t in needed_outside:
                 seg.exports.append((t, where[root(t)]))
-    return arena
