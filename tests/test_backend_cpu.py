@@ -243,8 +243,7 @@ def test_ops_without_native_code_become_host_steps():
 
 # ---- random programs against the interpreter ---------------------------------------------------------------
 _UNARY = [gc.exp, gc.tanh, gc.sigmoid, gc.negative, gc.square, gc.abs, lambda t: gc.log1p(gc.square(t)), gc.sin]
-_BINARY = [gc.add, gc.subtract, gc.multiply, gc.maximum, lambda a, b: a / (gc.abs(b) + 1),
-           lambda a, b: gc.matmul(gc.reshape(a, [-1, 1]), gc.reshape(b, [1, -1]))]
+_BINARY = [gc.add, gc.subtract, gc.multiply, gc.maximum, lambda a, b: a / (gc.abs(b) + 1)]
 _REDUCE = [gc.reduce_sum, gc.reduce_max, gc.reduce_mean]
 
 
@@ -257,7 +256,7 @@ def test_random_programs_on_the_cpu_backend_match_the_interpreter(program, shape
     with g.as_default():
         x = gc.placeholder(dtype, shape, name="x")
         y = gc.placeholder(dtype, shape[-1:], name="y")
-        values = build_program([x, y], program, _UNARY, _BINARY[:-1] if len(shape) > 2 else _BINARY, _REDUCE)
+        values = build_program([x, y], program, _UNARY, _BINARY, _REDUCE)
         total = gc.add_n([gc.reduce_sum(v) for v in values])
         grads = gc.gradients(total, [x, y], unconnected_gradients="zero")
     rng = np.random.default_rng(seed)
@@ -270,3 +269,84 @@ def test_random_programs_on_the_cpu_backend_match_the_interpreter(program, shape
     rtol = 2e-5 if dtype == gc.float32 else 1e-12
     for a, b in zip(results["interpreter"], results["cpu"]):
         np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol)
+
+
+# ---- long reductions split over threads, matrix-vector products ------------------------------------------
+def _run_cpu(build, feeds):
+    g = gc.Graph()
+    with g.as_default():
+        placeholders, outputs = build()
+    with _session(g) as sess:
+        return sess.run(outputs, dict(zip(placeholders, feeds)))
+
+
+@pytest.mark.parametrize("shape,axis", [((1_000_003,), None), ((50_001, 37), 0), ((700, 300), None),
+                                        ((40_000, 3, 2), (0, 2))])
+def test_long_reductions_are_split_and_deterministic(shape, axis):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+    def build():
+        p = gc.placeholder(gc.float32, shape)
+        return [p], [gc.reduce_sum(p, axis=axis), gc.reduce_max(p, axis=axis), gc.reduce_mean(p * p, axis=axis),
+                     gc.exp(p) * 2.0]
+
+    before = parallel.num_threads()
+    try:
+        parallel.set_num_threads(1)
+        one = _run_cpu(build, [x])
+        parallel.set_num_threads(2)
+        two = _run_cpu(build, [x])
+    finally:
+        parallel.set_num_threads(before)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)          # chunking depends on shapes only
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(one[0], x64.sum(axis=axis), rtol=1e-5, atol=1e-6 * np.sqrt(x.size))
+    np.testing.assert_array_equal(one[1], x.max(axis=axis))
+    np.testing.assert_allclose(one[2], (x64 * x64).mean(axis=axis), rtol=1e-5)
+    np.testing.assert_allclose(one[3], np.exp(x) * 2, rtol=1e-6)
+
+
+def test_split_reduction_kernels_mean_what_the_original_means(monkeypatch):
+    from graphc.lowering import split_reduction as sr
+    from graphc.lowering.evaluate import evaluate
+    from graphc.lowering.lower import lower_tensors
+    g = gc.Graph()
+    with g.as_default():
+        x = gc.placeholder(gc.float32, (7, 5))
+        s = gc.reduce_sum(gc.square(x), axis=0)
+    kernel = lower_tensors("colsum", [x], [s])
+    monkeypatch.setattr(sr, "MIN_CHUNK_ELEMENTS", 2)      # 3 chunks of 2 rows, then a tail of 1 row
+    split = sr.split_reduction(kernel)
+    assert split is not None and split.tail is not None
+    xv = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+    n_scratch = len(split.scratch)
+    partial = evaluate(split.partial, [xv])[-n_scratch:]
+    tail = evaluate(split.tail, [xv])[-n_scratch:]
+    width = 5                                             # the tail fills the last slot of each result
+    scratch = [np.concatenate([p[:-width], t[-width:]]) for p, t in zip(partial, tail)]
+    final = evaluate(split.final, scratch)[0]
+    np.testing.assert_allclose(final, evaluate(kernel, [xv])[0], rtol=1e-6)
+    np.testing.assert_allclose(final, (xv.astype(np.float64) ** 2).sum(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("a_shape,b_shape,ta,tb", [((300, 7), (7, 1), False, False), ((7, 300), (7, 1), True, False),
+                                                   ((1, 7), (7, 300), False, False), ((1, 7), (300, 7), False, True),
+                                                   ((1, 50), (50, 1), False, False), ((4, 0), (0, 1), False, False),
+                                                   ((1, 9), (1, 9), False, True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_matrix_vector_products_are_loop_kernels(a_shape, b_shape, ta, tb, dtype):
+    rng = np.random.default_rng(0)
+    a = rng.integers(-3, 4, a_shape).astype(dtype)
+    b = rng.integers(-3, 4, b_shape).astype(dtype)
+    g = gc.Graph()
+    with g.as_default():
+        pa, pb = gc.placeholder(dtype, a_shape), gc.placeholder(dtype, b_shape)
+        y = gc.matmul(pa, pb, transpose_a=ta, transpose_b=tb)
+    with _session(g) as sess:
+        out = sess.run(y, {pa: a, pb: b})
+        ex = _executables(sess)[0]
+    kinds = [n.kind for s in ex.layout.steps for n in getattr(s, "ops", [])]
+    assert "matmul" not in kinds and "kernel" in kinds
+    expected = (a.T if ta else a) @ (b.T if tb else b)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)

@@ -571,7 +571,9 @@ def _interchange_plan(loop: L.Loop):
         _expr_refs(s.value, refs)
     if refs or any(lp.extent <= 0 for lp in nest):
         return None
-    indices = _accesses(inner, [])
+    # Only accesses that move with both loops decide: one indexed by the rows
+    # alone (a per-row scale) is invariant in the interchanged inner loop.
+    indices = [i for i in _accesses(inner, []) if _stride(i, loop.var) != 0 and _stride(i, nest[-1].var) != 0]
     along_loop = sum(_stride(i, loop.var) == 1 for i in indices)
     along_rows = sum(_stride(i, nest[-1].var) == 1 for i in indices)
     if along_loop <= along_rows:

@@ -16,11 +16,12 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ...codegen import blas
-from ...codegen.llvm_cpu import emit_kernel, split_loop
+from ...codegen.llvm_cpu import emit_kernel, memory_type, split_loop
 from ...codegen.parallel import body_function_type, emit_parallel_for, entry_alloca
 from ...errors import CompileError
 from ...graph import Tensor
 from ...lowering import loop_ir as L
+from ...lowering.split_reduction import split_reduction
 from . import abi
 from .segments import Layout, NativeOp, Segment
 
@@ -33,6 +34,8 @@ _PTR = ir.PointerType()
 # Elements a thread must get before a kernel's outer loop is split across
 # threads (a parallel region costs a few microseconds; docs/cpu_runtime.md).
 MIN_ELEMENTS_PER_THREAD = 32768
+# Stack bytes a split reduction may use for its partial results.
+MAX_SCRATCH_BYTES = 256 << 10
 
 
 class _SegmentEmitter:
@@ -116,9 +119,22 @@ class _SegmentEmitter:
         # the memory plan may write an output over a dead input (in place)
         in_place = any(self.seg.where[o] == self.seg.where[i] for o in op.outputs for i in op.inputs
                        if self.seg.where[o][0] == "arena")
-        ptrs = ins + outs
+        split = split_reduction(kernel) if split_loop(kernel) is None else None
+        if split is not None and sum(p.size * p.dtype.itemsize for p in split.scratch) <= MAX_SCRATCH_BYTES:
+            scratch = [entry_alloca(self.b, ir.ArrayType(memory_type(p.dtype), p.size), name=p.name)
+                       for p in split.scratch]
+            self.call_kernel(split.partial, ins + outs + scratch, in_place)
+            if split.tail is not None:
+                self.call_kernel(split.tail, ins + outs + scratch, in_place)
+            self.call_kernel(split.final, scratch + outs, False)
+            return
+        self.call_kernel(kernel, ins + outs, in_place)
+
+    def call_kernel(self, kernel: L.Kernel, ptrs: List[ir.Value], in_place: bool) -> None:
+        """Call ``kernel`` on ``ptrs`` (its parameters' order), split over the
+        thread pool when it is one parallel loop with enough work."""
         outer = split_loop(kernel)
-        total = int(np.prod(kernel.outputs[0].shape, dtype=np.int64)) if kernel.outputs else 0
+        total = _work(kernel)
         if outer is not None and total >= 2 * MIN_ELEMENTS_PER_THREAD:
             fn = emit_kernel(self.module, kernel, noalias=not in_place, split=True)
             body = self._range_body(fn, len(ptrs))
@@ -191,6 +207,17 @@ class _SegmentEmitter:
                           (L.Loop("i", size, (L.Store("out0", i, value_expr),)),) if size else ())
         fn = emit_kernel(self.module, kernel)
         self.b.call(fn, [cur, value, dst])
+
+
+def _work(kernel: L.Kernel) -> int:
+    """Innermost iterations of the kernel (its largest loop nest)."""
+    def count(stmts) -> int:
+        most = 1
+        for st in stmts:
+            if isinstance(st, L.Loop):
+                most = max(most, st.extent * count(st.body))
+        return most
+    return count(kernel.body)
 
 
 def _batch_strides(shape: Tuple[int, ...], batch: Tuple[int, ...]) -> List[int]:

@@ -30,6 +30,7 @@ from ...errors import CompileError
 from ...graph import Operation, Tensor
 from ...lowering import loop_ir as L
 from ...lowering.lower import lower_op
+from ...lowering.matvec import lower_matvec
 from ...passes.memory import ALIAS_OPS, PLANNED
 from ...codegen.blas import matmul_dtypes
 
@@ -118,6 +119,9 @@ def classify(op: Operation) -> Optional[NativeOp]:
     if kind in ASSIGNS:
         return NativeOp(op, "assign")
     if kind == "matmul":
+        kernel = lower_matvec(op)
+        if kernel is not None:
+            return NativeOp(op, "kernel", kernel)
         if op.outputs[0].dtype in matmul_dtypes():
             return NativeOp(op, "matmul")
         return None
