@@ -350,3 +350,74 @@ def test_matrix_vector_products_are_loop_kernels(a_shape, b_shape, ta, tb, dtype
     assert "matmul" not in kinds and "kernel" in kinds
     expected = (a.T if ta else a) @ (b.T if tb else b)
     np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+# ---- native control flow -------------------------------------------------------------------------------------
+def _native_and_interpreted(build, feeds):
+    results = {}
+    for backend in ("interpreter", "cpu"):
+        g = gc.Graph()
+        with g.as_default():
+            placeholders, outputs = build()
+        with gc.Session(g, gc.Config(backend=backend)) as sess:
+            results[backend] = sess.run(outputs, dict(zip(placeholders, feeds)))
+            if backend == "cpu":
+                ex = _executables(sess)[0]
+                assert not ex.host_ops, [op.type for op in ex.host_ops]
+                assert len(ex.segments) == 1
+    for a, b in zip(results["interpreter"], results["cpu"]):
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+    return results["cpu"]
+
+
+def test_while_loop_swapping_its_variables_runs_natively():
+    def build():
+        a = gc.placeholder(gc.float32, [3])
+        b = gc.placeholder(gc.float32, [3])
+        i, x, y = gc.while_loop(lambda i, x, y: i < 5, lambda i, x, y: (i + 1, y, x + y), [gc.constant(0), a, b])
+        return [a, b], [i, x, y]
+    i, x, y = _native_and_interpreted(build, [np.array([1, 0, 2], np.float32), np.array([1, 1, -1], np.float32)])
+    assert i == 5
+    np.testing.assert_array_equal(x, [8, 5, 1])        # (x, y) -> (y, x + y), five times
+
+
+def test_while_loop_with_maximum_iterations_and_a_cond_inside_runs_natively():
+    def build():
+        n0 = gc.placeholder(gc.int32, [])
+
+        def body(n, steps):
+            n = gc.cond(gc.equal(n % 2, 0), lambda: n // 2, lambda: 3 * n + 1)
+            return n, steps + 1
+        n, steps = gc.while_loop(lambda n, steps: gc.not_equal(n, 1), body, [n0, 0], maximum_iterations=10)
+        return [n0], [n, steps]
+    n, steps = _native_and_interpreted(build, [np.int32(27)])
+    assert steps == 10
+
+
+def test_cond_with_matmuls_and_reductions_in_its_branches_runs_natively():
+    rng = np.random.default_rng(0)
+
+    def build():
+        x = gc.placeholder(gc.float32, [4, 5])
+        w = gc.placeholder(gc.float32, [5, 6])
+        out = gc.cond(gc.reduce_sum(x) > 0, lambda: gc.tanh(gc.matmul(x, w)), lambda: gc.matmul(x, w) * 2.0)
+        return [x, w], [out, gc.reduce_max(out)]
+    for sign in (1, -1):
+        x = np.abs(rng.standard_normal((4, 5))).astype(np.float32) * sign
+        _native_and_interpreted(build, [x, rng.standard_normal((5, 6)).astype(np.float32)])
+
+
+def test_gradient_of_a_while_loop_runs_natively():
+    def build():
+        x = gc.placeholder(gc.float32, [3])
+        y = gc.while_loop(lambda i, v: i < 4, lambda i, v: (i + 1, gc.sin(v) * 1.5), [gc.constant(0), x])[1]
+        return [x], [y, gc.gradients(gc.reduce_sum(y), [x])[0]]
+    results = {}
+    g = gc.Graph()
+    with g.as_default():
+        ph, outs = build()
+    for backend in ("interpreter", "cpu"):
+        with gc.Session(g, gc.Config(backend=backend)) as sess:
+            results[backend] = sess.run(outs, {ph[0]: np.array([0.1, 0.5, -1.0], np.float32)})
+    for a, b in zip(results["interpreter"], results["cpu"]):
+        np.testing.assert_allclose(b, a, rtol=1e-5)

@@ -51,7 +51,8 @@ class _SegmentEmitter:
         self.arg_list.name = "args"
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.data: List[ir.Value] = []
-        self.ptr_cache: Dict[Tuple[str, object], ir.Value] = {}
+        # subgraph arguments bound while a cond branch / loop body is emitted
+        self.bound: Dict[Tensor, ir.Value] = {}
 
     # ---- arguments -------------------------------------------------------
     def check_args(self) -> None:
@@ -76,22 +77,24 @@ class _SegmentEmitter:
         self.arena = abi.ctx_slot(b, self.ctx, abi.CTX_ARENA)
 
     def pointer(self, t: Tensor) -> ir.Value:
+        # Made at the point of use (not cached): a use inside a loop body or a
+        # branch must not hand a value to code its block does not dominate.
+        # LLVM merges the repeated address computations.
         kind, value = self.seg.where[t]
         if kind == "view":
             return self.pointer(value)
-        key = (kind, value)
-        if key not in self.ptr_cache:
-            b = self.b
-            if kind == "arg":
-                ptr = self.data[value]
-            elif kind == "arena":
-                ptr = b.gep(self.arena, [ir.Constant(_I64, value)], inbounds=True, source_etype=_I8)
-            elif kind == "const":
-                ptr = abi.ctx_slot(b, self.ctx, abi.CTX_CONST_BASE + value)
-            else:
-                raise CompileError(f"no storage for {t.name} ({kind})")
-            self.ptr_cache[key] = ptr
-        return self.ptr_cache[key]
+        if kind == "bound":
+            return self.bound[t]
+        if kind == "arg":
+            return self.data[value]
+        if kind == "arena":
+            return self.arena_pointer(value)
+        if kind == "const":
+            return abi.ctx_slot(self.b, self.ctx, abi.CTX_CONST_BASE + value)
+        raise CompileError(f"no storage for {t.name} ({kind})")
+
+    def arena_pointer(self, offset: int) -> ir.Value:
+        return self.b.gep(self.arena, [ir.Constant(_I64, offset)], inbounds=True, source_etype=_I8)
 
     def current(self, var: str) -> ir.Value:
         kind, value = self.seg.where[("current", var)]
@@ -100,8 +103,12 @@ class _SegmentEmitter:
     # ---- ops -----------------------------------------------------------------
     def emit(self) -> None:
         self.check_args()
+        self.ops(self.seg.ops)
+        self.b.ret(ir.Constant(_I32, 0))
+
+    def ops(self, natives: List[NativeOp]) -> None:
         last_assign: Dict[str, Tensor] = {}
-        for n in self.seg.ops:
+        for n in natives:
             if n.kind == "kernel":
                 self.kernel(n)
             elif n.kind == "matmul":
@@ -109,7 +116,94 @@ class _SegmentEmitter:
             elif n.kind == "assign":
                 self.assign(n, last_assign)
                 last_assign[n.op.attrs["var"]] = n.op.outputs[0]
-        self.b.ret(ir.Constant(_I32, 0))
+            elif n.kind == "cond":
+                self.cond(n)
+            elif n.kind == "while_loop":
+                self.while_loop(n)
+
+    # ---- control flow ------------------------------------------------------------
+    def copy(self, dst: ir.Value, src: ir.Value, t: Tensor) -> None:
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize
+        if nbytes:
+            memcpy = self.module.declare_intrinsic("llvm.memcpy", [_PTR, _PTR, _I64])
+            self.b.call(memcpy, [dst, src, ir.Constant(_I64, nbytes), ir.Constant(_I1, 0)])
+
+    def run_subprogram(self, sp, args: List[ir.Value]) -> List[ir.Value]:
+        """Emit a subgraph's ops here with its arguments bound to ``args``;
+        returns pointers to its outputs."""
+        for t, p in zip(sp.graph.inputs, args):
+            self.bound[t] = p
+        self.ops(sp.ops)
+        return [self.pointer(t) for t in sp.graph.outputs]
+
+    def truth(self, ptr: ir.Value) -> ir.Value:
+        return self.b.icmp_unsigned("!=", self.b.load(ptr, typ=_I8), ir.Constant(_I8, 0))
+
+    def cond(self, n: NativeOp) -> None:
+        op = n.op
+        b = self.b
+        pred = self.truth(self.pointer(op.inputs[0]))
+        branches = [self.fn.append_basic_block(f"{op.name}.true"), self.fn.append_basic_block(f"{op.name}.false")]
+        merge = self.fn.append_basic_block(f"{op.name}.merge")
+        b.cbranch(pred, *branches)
+        for sp, block in zip(n.subprograms, branches):
+            b.position_at_end(block)
+            results = self.run_subprogram(sp, [self.pointer(t) for t in op.inputs[1:]])
+            for out, src in zip(op.outputs, results):
+                self.copy(self.pointer(out), src, out)
+            b.branch(merge)
+        b.position_at_end(merge)
+
+    def while_loop(self, n: NativeOp) -> None:
+        """Loop variables live in two buffer sets used in turns: the body
+        reads one set and its results are copied into the other, so a body
+        that permutes its variables never reads a value it overwrote."""
+        op = n.op
+        b = self.b
+        nvars = op.attrs["num_loop_vars"]
+        limit_input = op.inputs[-1] if op.attrs["has_maximum_iterations"] else None
+        captured = list(op.inputs[nvars:len(op.inputs) - (1 if limit_input is not None else 0)])
+        cond_sp, body_sp = n.subprograms
+        loop_vars = body_sp.graph.inputs[:nvars]
+        sets = [[self.arena_pointer(off) for off in offsets] for offsets in n.state]
+        for dst, init, t in zip(sets[0], op.inputs[:nvars], loop_vars):
+            self.copy(dst, self.pointer(init), t)
+        limit = None
+        if limit_input is not None:
+            limit = b.load(self.pointer(limit_input), typ=ir.IntType(8 * limit_input.dtype.itemsize))
+            if limit.type != _I64:
+                limit = b.sext(limit, _I64)
+        pre = b.block
+        header = self.fn.append_basic_block(f"{op.name}.header")
+        check = self.fn.append_basic_block(f"{op.name}.cond")
+        body = self.fn.append_basic_block(f"{op.name}.body")
+        done = self.fn.append_basic_block(f"{op.name}.done")
+        b.branch(header)
+        b.position_at_end(header)
+        count = b.phi(_I64, name=f"{op.name}.count")
+        second = b.phi(_I1, name=f"{op.name}.second")      # the current values are in set 1
+        count.add_incoming(ir.Constant(_I64, 0), pre)
+        second.add_incoming(ir.Constant(_I1, 0), pre)
+        current = [b.select(second, s1, s0) for s0, s1 in zip(*sets)]
+        following = [b.select(second, s0, s1) for s0, s1 in zip(*sets)]
+        if limit is not None:
+            b.cbranch(b.icmp_signed("<", count, limit), check, done)
+        else:
+            b.branch(check)
+        b.position_at_end(check)
+        (keep_going,) = self.run_subprogram(cond_sp, current + [self.pointer(t) for t in captured])
+        b.cbranch(self.truth(keep_going), body, done)
+        b.position_at_end(body)
+        results = self.run_subprogram(body_sp, current + [self.pointer(t) for t in captured])
+        for dst, src, t in zip(following, results, loop_vars):
+            self.copy(dst, src, t)
+        count.add_incoming(b.add(count, ir.Constant(_I64, 1)), b.block)
+        second.add_incoming(b.not_(second), b.block)
+        b.branch(header)
+        b.position_at_end(done)
+        for out, src, t in zip(op.outputs[:nvars], current, loop_vars):
+            self.copy(self.pointer(out), src, t)
+        b.store(b.trunc(count, _I32), self.pointer(op.outputs[nvars]))
 
     def kernel(self, n: NativeOp) -> None:
         kernel = n.kernel

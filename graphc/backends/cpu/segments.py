@@ -27,7 +27,8 @@ import numpy as np
 
 from ...dtypes import SUPPORTED
 from ...errors import CompileError
-from ...graph import Operation, Tensor
+from ...graph import FuncGraph, Operation, Tensor
+from ...passes.prune import prune
 from ...lowering import loop_ir as L
 from ...lowering.lower import lower_op
 from ...lowering.matvec import lower_matvec
@@ -35,7 +36,8 @@ from ...passes.memory import ALIAS_OPS, PLANNED
 from ...codegen.blas import matmul_dtypes
 
 ALIGN = 64
-SOURCES = frozenset({"placeholder", "const", "no_op"})
+SOURCES = frozenset({"placeholder", "const", "no_op", "arg"})
+CONTROL = frozenset({"cond", "while_loop"})
 ASSIGNS = frozenset({"assign", "assign_add", "assign_sub"})
 VARIABLE_READS = frozenset({"variable", "read_variable"})
 
@@ -59,10 +61,20 @@ class Arg:
 
 
 @dataclass
+class SubProgram:
+    """A cond branch or a loop's cond/body, compiled inline: its ops in order."""
+    graph: FuncGraph
+    ops: List["NativeOp"]
+
+
+@dataclass
 class NativeOp:
     op: Operation
-    kind: str                       # "kernel" | "matmul" | "view" | "read" | "assign" | "source"
+    kind: str        # "kernel" | "matmul" | "view" | "read" | "assign" | "source" | "cond" | "while_loop"
     kernel: Optional[L.Kernel] = None
+    subprograms: List[SubProgram] = field(default_factory=list)
+    # while_loop: arena offsets of the two sets of loop-variable buffers
+    state: List[List[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +130,8 @@ def classify(op: Operation) -> Optional[NativeOp]:
         return NativeOp(op, "read")
     if kind in ASSIGNS:
         return NativeOp(op, "assign")
+    if kind in CONTROL:
+        return _classify_control(op)
     if kind == "matmul":
         kernel = lower_matvec(op)
         if kernel is not None:
@@ -131,6 +145,40 @@ def classify(op: Operation) -> Optional[NativeOp]:
         except CompileError:
             return None
     return None
+
+
+def subgraph_ops(graph: FuncGraph) -> List[Operation]:
+    """The ops one run of a subgraph needs, in order."""
+    return prune(graph, graph.outputs, [], graph.inputs)
+
+
+def _classify_control(op: Operation) -> Optional[NativeOp]:
+    """cond/while_loop compile inline when every op of their subgraphs does
+    and loop variables keep their static shapes. Variable reads and updates
+    inside bodies (per-iteration snapshots) stay on the host path."""
+    if op.type == "cond":
+        graphs = [op.attrs["true_branch"], op.attrs["false_branch"]]
+        for fg in graphs:
+            if [tuple(t.shape) for t in fg.outputs] != [tuple(t.shape) for t in op.outputs]:
+                return None
+    else:
+        graphs = [op.attrs["cond"], op.attrs["body"]]
+        n = op.attrs["num_loop_vars"]
+        body = graphs[1]
+        if [tuple(t.shape) for t in body.outputs] != [tuple(t.shape) for t in body.inputs[:n]]:
+            return None
+    subprograms = []
+    for fg in graphs:
+        if not all(_static(t) for t in list(fg.inputs) + list(fg.outputs)):
+            return None
+        natives = []
+        for sub in subgraph_ops(fg):
+            n_op = classify(sub)
+            if n_op is None or n_op.kind in ("read", "assign") or sub.type == "placeholder":
+                return None
+            natives.append(n_op)
+        subprograms.append(SubProgram(fg, natives))
+    return NativeOp(op, op.type, subprograms=subprograms)
 
 
 def _nbytes(t: Tensor) -> int:
@@ -194,6 +242,10 @@ class _Arena:
         self.size += _align(nbytes)
         return offset
 
+    def fresh(self, nbytes: int) -> int:
+        """A region of its own (subgraph values, loop state)."""
+        return self._take(nbytes)
+
     def place(self, t: Tensor) -> int:
         plan = self.plan
         life = plan.tensors.get(t) if plan is not None else None
@@ -202,6 +254,32 @@ class _Arena:
                 self.buffer_offset[life.buffer] = self._take(plan.buffers[life.buffer].nbytes)
             return self.buffer_offset[life.buffer]
         return self._take(_nbytes(t))
+
+
+def _place_control(n: NativeOp, where: Dict, read, arena: _Arena) -> None:
+    """Places for everything inside a cond/while: subgraph arguments are
+    bound at emission, constants go to the table, every computed value gets
+    an arena region of its own; a loop gets two sets of loop-variable buffers."""
+    for sp in n.subprograms:
+        for t in sp.graph.inputs:
+            where[t] = ("bound", None)
+        for inner in sp.ops:
+            op = inner.op
+            if op.type == "arg":
+                where[op.outputs[0]] = ("bound", None)
+            elif inner.kind == "source":
+                for t in op.outputs:
+                    read(t)
+            elif inner.kind == "view":
+                where[op.outputs[0]] = ("view", op.inputs[0])
+            else:
+                for t in op.outputs:
+                    where[t] = ("arena", arena.fresh(_nbytes(t)))
+                if inner.subprograms:
+                    _place_control(inner, where, read, arena)
+    if n.op.type == "while_loop":
+        loop_vars = n.op.attrs["body"].inputs[:n.op.attrs["num_loop_vars"]]
+        n.state = [[arena.fresh(_nbytes(t)) for t in loop_vars] for _ in range(2)]
 
 
 def _place_segment(seg: Segment, needed_outside: Set[Tensor], constants: List[np.ndarray],
@@ -269,6 +347,8 @@ def _place_segment(seg: Segment, needed_outside: Set[Tensor], constants: List[np
         computed.extend(op.outputs)
         for t in op.outputs:
             where[t] = ("computed", None)      # placed below, once all uses are known
+        if n.subprograms:
+            _place_control(n, where, read, arena)
 
     # views needed outside make their roots exported
     exported: Set[Tensor] = set()
