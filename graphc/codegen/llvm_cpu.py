@@ -420,9 +420,16 @@ def _bounds(e: L.IExpr, ranges: Dict[str, Tuple[int, int]]) -> Tuple[int, int]:
         if e.name not in ranges:
             raise CompileError(f"index variable {e.name} is used outside its loop")
         return ranges[e.name]
+    if isinstance(e, L.IndexOf):
+        # a loaded value may be anything its dtype holds: only a clamp bounds it
+        return _dtype_range(_expr_dtype(e.x))
     (alo, ahi), (blo, bhi) = _bounds(e.a, ranges), _bounds(e.b, ranges)
     if e.op == "+":
         return alo + blo, ahi + bhi
+    if e.op == "min":
+        return min(alo, blo), min(ahi, bhi)
+    if e.op == "max":
+        return max(alo, blo), max(ahi, bhi)
     if e.op == "*":
         products = (alo * blo, alo * bhi, ahi * blo, ahi * bhi)
         return min(products), max(products)
@@ -439,6 +446,17 @@ def _bounds(e: L.IExpr, ranges: Dict[str, Tuple[int, int]]) -> Tuple[int, int]:
     raise CompileError(f"unknown index operator {e.op!r}")
 
 
+def _dtype_range(dtype: np.dtype) -> Tuple[int, int]:
+    """Every value an index read from a scalar of ``dtype`` can have."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return 0, 1
+    if dtype.kind not in "iu":
+        raise CompileError(f"an index cannot be read from a {dtype.name} value")
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
 def _nonnegative(e: L.IExpr) -> bool:
     """True when every constant in ``e`` is >= 0 (loop variables always are),
     so ``//`` and ``%`` can be unsigned."""
@@ -446,6 +464,8 @@ def _nonnegative(e: L.IExpr) -> bool:
         return e.value >= 0
     if isinstance(e, L.IVar):
         return True
+    if isinstance(e, L.IndexOf):
+        return False        # a loaded value may be negative
     return _nonnegative(e.a) and _nonnegative(e.b)
 
 
@@ -507,6 +527,8 @@ def _stride(e: L.IExpr, var: str) -> Optional[int]:
         return 0
     if isinstance(e, L.IVar):
         return int(e.name == var)
+    if isinstance(e, L.IndexOf):
+        return None         # data-dependent
     sa, sb = _stride(e.a, var), _stride(e.b, var)
     if sa is None or sb is None:
         return None
@@ -961,7 +983,16 @@ class _KernelEmitter:
             return ir.Constant(_I64, e.value)
         if isinstance(e, L.IVar):
             return self.vars[e.name]
+        if isinstance(e, L.IndexOf):
+            dtype = _expr_dtype(e.x)
+            _dtype_range(dtype)
+            v = self.expr(e.x)
+            if v.type == _I64:
+                return v
+            return b.zext(v, _I64) if dtype.kind in "bu" else b.sext(v, _I64)
         x, y = self.index(e.a), self.index(e.b)
+        if e.op in ("min", "max"):
+            return _intrinsic(b, "smin" if e.op == "min" else "smax", [x, y])
         unsigned = _nonnegative(e)
         if e.op == "+":
             return b.add(x, y, flags=("nuw", "nsw") if unsigned else ())
@@ -1014,6 +1045,13 @@ class _KernelEmitter:
             return b.select(self.expr(e.cond), self.expr(e.x), self.expr(e.y))
         if isinstance(e, L.Cast):
             return _cast(b, self.expr(e.x), _expr_dtype(e.x), np.dtype(e.dtype))
+        if isinstance(e, L.IndexValue):
+            # i64 index → the dtype, wrapping like astype
+            return _cast(b, self.index(e.index), np.dtype(np.int64), np.dtype(e.dtype))
+        if isinstance(e, L.InRange):
+            i = self.index(e.index)
+            return b.and_(b.icmp_signed(">=", i, ir.Constant(_I64, e.lo)),
+                          b.icmp_signed("<", i, ir.Constant(_I64, e.hi)))
         raise self.fail(f"unknown loop IR expression {e!r}")
 
 

@@ -14,19 +14,38 @@ from ..ops import registry
 from . import loop_ir as ir
 
 
-def _index(e: ir.IExpr, env: Dict[str, int]) -> int:
+def _index(e: ir.IExpr, env: Dict[str, int], buffers: Dict[str, np.ndarray], accs: Dict[str, Any]) -> int:
     if isinstance(e, ir.IConst):
         return e.value
     if isinstance(e, ir.IVar):
         return env[e.name]
-    a, b = _index(e.a, env), _index(e.b, env)
+    if isinstance(e, ir.IndexOf):
+        return int(_expr(e.x, buffers, env, accs))
+    a, b = _index(e.a, env, buffers, accs), _index(e.b, env, buffers, accs)
     if e.op == "+":
         return a + b
     if e.op == "*":
         return a * b
     if e.op == "//":
         return a // b
-    return a % b
+    if e.op == "%":
+        return a % b
+    if e.op == "min":
+        return min(a, b)
+    if e.op == "max":
+        return max(a, b)
+    raise TypeError(f"unknown index operator {e.op!r}")
+
+
+def _address(buffer: str, index: ir.IExpr, buffers: Dict[str, np.ndarray], env: Dict[str, int],
+             accs: Dict[str, Any]) -> int:
+    # NumPy would wrap a negative index silently: the IR's meaning is that
+    # every access is in bounds, so the reference says so when one is not
+    i = _index(index, env, buffers, accs)
+    n = buffers[buffer].shape[0]
+    if not 0 <= i < n:
+        raise IndexError(f"index {index} = {i} is outside {buffer}'s {n} elements")
+    return i
 
 
 def _compute(op: str, *args: Any) -> Any:
@@ -39,7 +58,11 @@ def _expr(e: ir.Expr, buffers: Dict[str, np.ndarray], env: Dict[str, int], accs:
     if isinstance(e, ir.Const):
         return e.dtype.type(e.value)
     if isinstance(e, ir.Load):
-        return buffers[e.buffer][_index(e.index, env)]
+        return buffers[e.buffer][_address(e.buffer, e.index, buffers, env, accs)]
+    if isinstance(e, ir.IndexValue):
+        return np.asarray(_index(e.index, env, buffers, accs)).astype(e.dtype)[()]
+    if isinstance(e, ir.InRange):
+        return np.bool_(e.lo <= _index(e.index, env, buffers, accs) < e.hi)
     if isinstance(e, ir.AccRef):
         return accs[e.name]
     if isinstance(e, ir.Unary):
@@ -78,7 +101,8 @@ def _run(stmts: Sequence[ir.Stmt], buffers: Dict[str, np.ndarray], env: Dict[str
                 _run(s.body, buffers, env, accs)
             env.pop(s.var, None)
         elif isinstance(s, ir.Store):
-            buffers[s.buffer][_index(s.index, env)] = _expr(s.value, buffers, env, accs)
+            value = _expr(s.value, buffers, env, accs)
+            buffers[s.buffer][_address(s.buffer, s.index, buffers, env, accs)] = value
         elif isinstance(s, ir.AccInit):
             accs[s.name] = s.dtype.type(s.value)
         elif isinstance(s, ir.AccUpdate):

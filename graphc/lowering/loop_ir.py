@@ -14,7 +14,30 @@ Semantics (the reference is :mod:`graphc.lowering.evaluate`):
 * scalar ops are the registry's elementwise ops with NumPy semantics
   (``Unary("exp", x)``, ``Binary("add", x, y)``), computed in the operand
   dtype, ``Select`` picks lane-wise, ``Cast`` converts like NumPy ``astype``;
-* ``AccUpdate(name, "max"|"min", v)`` propagates NaN like NumPy's max/min.
+* ``AccUpdate(name, "max"|"min", v)`` propagates NaN like NumPy's max/min;
+* an accumulator may be read (``AccRef``) in a later loop nest of the same
+  block: arg reductions find the best value in one pass, then its first
+  index in a second.
+
+Data-dependent indexing and index tests (layout ops: pad, concat, gather,
+one_hot, arg reductions), all target-neutral:
+
+* ``IBin("min"|"max", a, b)``: the smaller/larger of two indices; clamps
+  are written with them (:func:`iclamp`);
+* ``IndexOf(x)``: the value of an integer scalar expression used as an
+  index. Its range is the whole range of ``x``'s dtype, so a codegen's
+  static bounds check only accepts an address built from it after an
+  explicit clamp: a gather index is clamped into its dim (and a ``Select``
+  over ``InRange`` decides what an out-of-range index gives), it never
+  reads outside a buffer;
+* ``IndexValue(index, dtype)``: an index expression as an integer scalar
+  of ``dtype`` (wrapping like ``astype``);
+* ``InRange(index, lo, hi)``: the bool ``lo <= index < hi``.
+
+``Select`` evaluates both of its operands (codegens emit branch-free
+selects), so *every* load in a kernel must stay inside its buffer whether
+or not it is selected: loads that only matter in part of the iteration
+space (a pad's border, one piece of a concat) clamp their index.
 """
 from __future__ import annotations
 
@@ -43,15 +66,27 @@ class IConst:
 
 @dataclass(frozen=True)
 class IBin:
-    op: str                 # "+", "*", "//", "%"
+    op: str                 # "+", "*", "//", "%", "min", "max"
     a: "IExpr"
     b: "IExpr"
 
     def __str__(self) -> str:
+        if self.op in ("min", "max"):
+            return f"{self.op}({self.a}, {self.b})"
         return f"({self.a} {self.op} {self.b})"
 
 
-IExpr = Union[IVar, IConst, IBin]
+@dataclass(frozen=True)
+class IndexOf:
+    """The value of the integer scalar expression ``x`` as an index (any
+    value of its dtype: clamp before addressing with it)."""
+    x: "Expr"
+
+    def __str__(self) -> str:
+        return f"index({self.x})"
+
+
+IExpr = Union[IVar, IConst, IBin, IndexOf]
 
 
 def iadd(a: IExpr, b: IExpr) -> IExpr:
@@ -88,6 +123,25 @@ def imod(a: IExpr, c: int) -> IExpr:
     if isinstance(a, IConst):
         return IConst(a.value % c)
     return IBin("%", a, IConst(c))
+
+
+def imin(a: IExpr, b: IExpr) -> IExpr:
+    if isinstance(a, IConst) and isinstance(b, IConst):
+        return IConst(min(a.value, b.value))
+    return IBin("min", a, b)
+
+
+def imax(a: IExpr, b: IExpr) -> IExpr:
+    if isinstance(a, IConst) and isinstance(b, IConst):
+        return IConst(max(a.value, b.value))
+    return IBin("max", a, b)
+
+
+def iclamp(a: IExpr, lo: int, hi: int) -> IExpr:
+    """``a`` clamped into ``[lo, hi]`` (``lo <= hi``)."""
+    if lo == hi:
+        return IConst(lo)
+    return imin(imax(a, IConst(lo)), IConst(hi))
 
 
 def flat_index(point: Tuple[IExpr, ...], shape: Tuple[int, ...]) -> IExpr:
@@ -177,6 +231,28 @@ class Cast:
 
 
 @dataclass(frozen=True)
+class IndexValue:
+    """The index ``index`` as an integer scalar of ``dtype``."""
+    index: IExpr
+    dtype: np.dtype
+
+    def __str__(self) -> str:
+        return f"value<{np.dtype(self.dtype).name}>({self.index})"
+
+
+@dataclass(frozen=True)
+class InRange:
+    """The bool ``lo <= index < hi``."""
+    index: IExpr
+    lo: int
+    hi: int
+    dtype: np.dtype = np.dtype(np.bool_)
+
+    def __str__(self) -> str:
+        return f"({self.lo} <= {self.index} < {self.hi})"
+
+
+@dataclass(frozen=True)
 class AccRef:
     name: str
     dtype: np.dtype
@@ -185,7 +261,7 @@ class AccRef:
         return self.name
 
 
-Expr = Union[Const, Load, Unary, Binary, Select, Cast, AccRef]
+Expr = Union[Const, Load, Unary, Binary, Select, Cast, IndexValue, InRange, AccRef]
 
 
 # ---- statements ------------------------------------------------------------------------------

@@ -39,42 +39,27 @@ MAX_SCRATCH_BYTES = 256 << 10
 
 
 class _SegmentEmitter:
+    """Emits a segment's ops as ``void <symbol>.core(ptr ctx, ptr data)``,
+    ``data`` an array of the arguments' data pointers: the code every entry
+    point calls (the Python one below, an exported library's C function)."""
+
     def __init__(self, module: ir.Module, seg: Segment, layout: Layout, symbol: str) -> None:
         self.module = module
         self.seg = seg
         self.layout = layout
-        fnty = ir.FunctionType(_I32, [_PTR, _PTR])
-        self.fn = ir.Function(module, fnty, name=symbol)
+        self.fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [_PTR, _PTR]), name=f"{symbol}.core")
         self.fn.attributes.add("nounwind")
-        self.ctx, self.arg_list = self.fn.args
+        self.ctx, table = self.fn.args
         self.ctx.name = "ctx"
-        self.arg_list.name = "args"
+        table.name = "data"
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
-        self.data: List[ir.Value] = []
+        b = self.b
+        self.data: List[ir.Value] = [
+            b.load(b.gep(table, [ir.Constant(_I64, i)], inbounds=True, source_etype=_PTR), typ=_PTR, name=f"arg{i}")
+            for i in range(len(seg.args))]
+        self.arena = abi.ctx_slot(b, self.ctx, abi.CTX_ARENA)
         # subgraph arguments bound while a cond branch / loop body is emitted
         self.bound: Dict[Tensor, ir.Value] = {}
-
-    # ---- arguments -------------------------------------------------------
-    def check_args(self) -> None:
-        b = self.b
-        n = len(self.seg.args)
-        size_ok = self.fn.append_basic_block("args.ok")
-        size_bad = self.fn.append_basic_block("args.bad")
-        b.cbranch(b.icmp_signed("==", abi.emit_list_size(b, self.arg_list), ir.Constant(_I64, n)), size_ok, size_bad)
-        b.position_at_end(size_bad)
-        b.ret(ir.Constant(_I32, -1))
-        b.position_at_end(size_ok)
-        objects = abi.emit_list_items(b, self.arg_list, n)
-        for i, (arg, obj) in enumerate(zip(self.seg.args, objects)):
-            ok = abi.emit_array_check(b, self.ctx, obj, arg.dtype, arg.shape, writeable=arg.is_output)
-            bad = self.fn.append_basic_block(f"arg{i}.bad")
-            good = self.fn.append_basic_block(f"arg{i}.ok")
-            b.cbranch(ok, good, bad)
-            b.position_at_end(bad)
-            b.ret(ir.Constant(_I32, i + 1))
-            b.position_at_end(good)
-        self.data = [abi.emit_data_pointer(b, obj) for obj in objects]
-        self.arena = abi.ctx_slot(b, self.ctx, abi.CTX_ARENA)
 
     def pointer(self, t: Tensor) -> ir.Value:
         # Made at the point of use (not cached): a use inside a loop body or a
@@ -102,9 +87,8 @@ class _SegmentEmitter:
 
     # ---- ops -----------------------------------------------------------------
     def emit(self) -> None:
-        self.check_args()
         self.ops(self.seg.ops)
-        self.b.ret(ir.Constant(_I32, 0))
+        self.b.ret_void()
 
     def ops(self, natives: List[NativeOp]) -> None:
         last_assign: Dict[str, Tensor] = {}
@@ -329,8 +313,45 @@ def _batch_strides(shape: Tuple[int, ...], batch: Tuple[int, ...]) -> List[int]:
     return [0] * lead + strides
 
 
-def emit_segment(module: ir.Module, seg: Segment, layout: Layout, symbol: str) -> ir.Function:
+def emit_core(module: ir.Module, seg: Segment, layout: Layout, symbol: str) -> ir.Function:
+    """The segment's ops as ``void <symbol>.core(ptr ctx, ptr data)``."""
     em = _SegmentEmitter(module, seg, layout, symbol)
     em.emit()
-    seg.symbol = symbol
     return em.fn
+
+
+def emit_segment(module: ir.Module, seg: Segment, layout: Layout, symbol: str) -> ir.Function:
+    """``i32 <symbol>(ptr ctx, ptr args)`` for Python: check every array of
+    the list ``args`` (-1: wrong length, i + 1: argument i is wrong, before
+    anything runs), then run the core on their data pointers; 0 on success."""
+    core = emit_core(module, seg, layout, symbol)
+    fn = ir.Function(module, ir.FunctionType(_I32, [_PTR, _PTR]), name=symbol)
+    fn.attributes.add("nounwind")
+    ctx, arg_list = fn.args
+    ctx.name, arg_list.name = "ctx", "args"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    n = len(seg.args)
+    size_ok = fn.append_basic_block("args.ok")
+    size_bad = fn.append_basic_block("args.bad")
+    b.cbranch(b.icmp_signed("==", abi.emit_list_size(b, arg_list), ir.Constant(_I64, n)), size_ok, size_bad)
+    b.position_at_end(size_bad)
+    b.ret(ir.Constant(_I32, -1))
+    b.position_at_end(size_ok)
+    objects = abi.emit_list_items(b, arg_list, n)
+    for i, (arg, obj) in enumerate(zip(seg.args, objects)):
+        ok = abi.emit_array_check(b, ctx, obj, arg.dtype, arg.shape, writeable=arg.is_output)
+        bad = fn.append_basic_block(f"arg{i}.bad")
+        good = fn.append_basic_block(f"arg{i}.ok")
+        b.cbranch(ok, good, bad)
+        b.position_at_end(bad)
+        b.ret(ir.Constant(_I32, i + 1))
+        b.position_at_end(good)
+    table = entry_alloca(b, ir.ArrayType(_PTR, max(n, 1)), name="data")
+    for i, obj in enumerate(objects):
+        b.store(abi.emit_data_pointer(b, obj),
+                b.gep(table, [ir.Constant(_I32, 0), ir.Constant(_I32, i)], inbounds=True,
+                      source_etype=ir.ArrayType(_PTR, max(n, 1))))
+    b.call(core, [ctx, table])
+    b.ret(ir.Constant(_I32, 0))
+    seg.symbol = symbol
+    return fn
