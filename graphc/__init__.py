@@ -18,6 +18,8 @@ from . import test
 from . import train
 from .train.clip import clip_by_global_norm, clip_by_norm, global_norm
 from .serialize import save_graph, load_graph
+from .export import export
+from .library import load_library
 
 __version__ = "0.1.0"
 

@@ -87,6 +87,44 @@ class _Trace:
         self.runner: Optional[Callable] = None
         self.single_output = self.recipe == 0
 
+    # ---- pickling (see CompiledFunction.__reduce__) ----------------------------------
+    def _pickle_state(self, owner: str) -> Dict[str, Any]:
+        """Everything needed to rebuild this trace without its Python
+        function: the graph as bytes (serialize.graph_to_bytes), inputs and
+        outputs by tensor name, the output recipe, and the session's state
+        (variable values, random-op stream positions, generator)."""
+        from .errors import ExportError
+        from .serialize import graph_to_bytes
+        try:
+            graph = graph_to_bytes(self.graph)
+        except ExportError as exc:
+            raise ExportError(f"cannot pickle {owner}: {exc}") from None
+        store = self.session._store
+        return {"graph": graph, "inputs": [t.name for t in self.inputs], "outputs": [t.name for t in self.outputs],
+                "recipe": self.recipe, "variables": {k: np.array(v) for k, v in store.values.items()},
+                "random_op_counts": dict(store.random_op_counts), "rng": self.session._rng}
+
+    @classmethod
+    def _from_pickle_state(cls, state: Dict[str, Any], config: Any, where: str) -> "_Trace":
+        from .serialize import graph_from_bytes
+        from .session import Session
+        trace = cls.__new__(cls)
+        trace.graph = graph_from_bytes(state["graph"], where=where)
+        trace.inputs = [trace.graph.get_tensor_by_name(n) for n in state["inputs"]]
+        trace.outputs = [trace.graph.get_tensor_by_name(n) for n in state["outputs"]]
+        trace.recipe = state["recipe"]
+        # nothing is compiled here: the session compiles on the first call, as after tracing
+        trace.session = Session(graph=trace.graph, config=config)
+        for name, value in state["variables"].items():
+            value = np.array(value)
+            value.setflags(write=False)
+            trace.session._store.values[name] = value
+        trace.session._store.random_op_counts.update(state["random_op_counts"])
+        trace.session._rng = state["rng"]
+        trace.runner = None
+        trace.single_output = trace.recipe == 0
+        return trace
+
     def __call__(self, arrays: Sequence[Any]) -> Any:
         values = self.session.run(self.outputs, dict(zip(self.inputs, arrays)))
         if self.runner is None:
@@ -119,6 +157,11 @@ class CompiledFunction:
     def _trace(self, specs: Tuple[TensorSpec, ...]) -> _Trace:
         trace = self._traces.get(specs)
         if trace is None:
+            if self.fn is None:
+                raise InvalidArgumentError(
+                    f"{self.__name__} was unpickled without its Python function, so it runs only the "
+                    f"signatures it was traced for: {'; '.join(_fmt_specs(k) for k in self._traces) or 'none'}; "
+                    f"it was called with {_fmt_specs(specs)}")
             trace = _Trace(self.fn, specs, self.mode, self.argnums, self.config)
             self._traces[specs] = trace
         return trace
@@ -148,6 +191,39 @@ class CompiledFunction:
             self._by_arrays[key] = self._last
         return result
 
+    def export(self, directory: str, name: str = "fn", *, cpu: Optional[str] = None) -> Any:
+        """Write ``directory/<name>.so`` and ``<name>.h``: this function (its
+        most recent trace, or its input_signature) as a C function, inputs in
+        argument order, outputs flattened in result order (graphc/export.py).
+        Variables are frozen at their current values."""
+        from .export import export_graph
+        if self._last is None:
+            raise InvalidArgumentError(f"{self.__name__} has not been traced yet: call it once or give "
+                                       "input_signature before exporting")
+        trace = self._last
+        names = [t.op.name for t in trace.inputs]
+        return export_graph(trace.graph, trace.inputs, trace.outputs, directory, name,
+                            variables=dict(trace.session._store.values), input_names=names, cpu=cpu)
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        """Pickle the traced graphs, not the Python function: each trace's
+        graph (as graph_to_bytes data), signature, output recipe and
+        variable values, plus mode, argnums and config. The unpickled
+        function recompiles on its first call and gives the same results; it
+        cannot trace new signatures (InvalidArgumentError lists the known
+        ones). A graph holding Python code (a custom_gradient op) cannot be
+        pickled: ExportError."""
+        if not self._traces:
+            raise InvalidArgumentError(f"cannot pickle {self.__name__}: it has not been traced yet (call it once "
+                                       "or give input_signature); graphc pickles traced graphs, not Python code")
+        owner = f"compiled function {self.__name__}"
+        traces = [(specs, trace._pickle_state(owner)) for specs, trace in self._traces.items()]
+        last = next(i for i, trace in enumerate(self._traces.values()) if trace is self._last) \
+            if self._last is not None else None
+        state = {"name": self.__name__, "doc": self.__doc__, "mode": self.mode, "argnums": self.argnums,
+                 "config": self.config, "input_signature": self.input_signature, "traces": traces, "last": last}
+        return _unpickle_compiled, (state,)
+
     def _call_slow(self, args: Tuple[Any, ...]) -> Any:
         if self.input_signature is not None:
             if len(args) != len(self.input_signature):
@@ -161,6 +237,31 @@ class CompiledFunction:
             self._last = trace
             args = tuple(arrays)
         return trace(args)
+
+
+def _fmt_specs(specs: Sequence[TensorSpec]) -> str:
+    def one(s: TensorSpec) -> str:
+        if s.shape is None:
+            return f"{s.dtype.name}[unknown rank]"
+        return f"{s.dtype.name}[{', '.join('?' if d is None else str(d) for d in s.shape)}]"
+    return "(" + ", ".join(one(s) for s in specs) + ")"
+
+
+def _unpickle_compiled(state: Dict[str, Any]) -> CompiledFunction:
+    """Rebuild a pickled CompiledFunction (see its ``__reduce__``)."""
+    f = CompiledFunction.__new__(CompiledFunction)
+    f.fn = None
+    f.mode = state["mode"]
+    f.argnums = state["argnums"]
+    f.config = state["config"]
+    f.input_signature = state["input_signature"]
+    f.__name__ = state["name"]
+    f.__doc__ = state["doc"]
+    where = f"pickled compiled function {f.__name__}"
+    f._traces = {specs: _Trace._from_pickle_state(t, f.config, where) for specs, t in state["traces"]}
+    f._by_arrays = {}
+    f._last = list(f._traces.values())[state["last"]] if state["last"] is not None else None
+    return f
 
 
 def function(fn: Optional[Callable] = None, input_signature: Optional[Sequence[TensorSpec]] = None,

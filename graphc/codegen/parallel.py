@@ -138,6 +138,26 @@ def _threads_from_env() -> int:
     return value
 
 
+_codegen = threading.local()
+
+
+@contextmanager
+def serial_codegen() -> Iterator[None]:
+    """Emit code that never calls the thread runtime (parallel-for bodies run
+    inline on the calling thread): for exported libraries, which must not
+    depend on libgomp's symbols or on graphc's thread-count variable."""
+    previous = getattr(_codegen, "serial", False)
+    _codegen.serial = True
+    try:
+        yield
+    finally:
+        _codegen.serial = previous
+
+
+def _emit_serial_only() -> bool:
+    return getattr(_codegen, "serial", False) or ensure_runtime() == "serial"
+
+
 def ensure_runtime() -> str:
     """Load libgomp (once) and register every symbol compiled code may
     reference: ``graphc_num_threads`` always, the GOMP entry points when
@@ -282,7 +302,7 @@ def _num_threads_global(module: ir.Module) -> ir.GlobalVariable:
 def emit_num_threads(builder: ir.IRBuilder) -> ir.Value:
     """i32: the current thread setting (1 under the serial runtime).  Use
     it to size per-thread scratch (e.g. partial sums)."""
-    if ensure_runtime() == "serial":
+    if _emit_serial_only():
         return ir.Constant(_I32, 1)
     return builder.load(_num_threads_global(builder.module), typ=_I32, name="nthreads")
 
@@ -290,7 +310,7 @@ def emit_num_threads(builder: ir.IRBuilder) -> ir.Value:
 def emit_thread_id(builder: ir.IRBuilder) -> ir.Value:
     """i32: this thread's number inside a parallel region (0 outside one,
     and always 0 under the serial runtime)."""
-    if ensure_runtime() == "serial":
+    if _emit_serial_only():
         return ir.Constant(_I32, 0)
     fn = _declare(builder.module, "omp_get_thread_num", ir.FunctionType(_I32, []))
     return builder.call(fn, [], name="tid")
@@ -406,7 +426,7 @@ def emit_parallel_for(builder: ir.IRBuilder, body_fn: ir.Function,
         raise ValueError(f"schedule must be 'static' or 'dynamic', got {schedule!r}")
     module = builder.module
     extent = _as_i64(builder, extent)
-    if ensure_runtime() == "serial":
+    if _emit_serial_only():
         _emit_serial(builder, body_fn, ctx_ptr, extent)
         return
     nth = builder.sext(emit_num_threads(builder), _I64)

@@ -21,32 +21,52 @@ from . import loop_ir as L
 def lower_matvec(op: Operation) -> Optional[L.Kernel]:
     """Loop IR of a 2-D ``matmul`` op whose output is m x 1 or 1 x n (or
     1 x 1), else None (a BLAS matmul)."""
+    if op.type != "matmul" or len(op.inputs[0].shape) != 2 or len(op.inputs[1].shape) != 2:
+        return None
+    m, n = op.outputs[0].shape
+    if m != 1 and n != 1:
+        return None
+    return lower_matmul(op)
+
+
+def lower_matmul(op: Operation) -> Optional[L.Kernel]:
+    """Loop IR of any ``matmul`` op (batched, broadcast, transposed):
+    ``out[b, i, j] = sum_k op(A)[b, i, k] * op(B)[b, k, j]``. Used where no
+    BLAS may be called (exported libraries) and for matrix-vector products;
+    the CPU codegen interchanges the k loop outside the j loop when B is
+    contiguous along j, so the inner loop is a vectorized row update."""
     if op.type != "matmul":
         return None
     a, b = op.inputs
     out = op.outputs[0]
-    if len(a.shape) != 2 or len(b.shape) != 2 or any(d is None for d in tuple(a.shape) + tuple(b.shape)):
+    shapes = [a.shape, b.shape, out.shape]
+    if any(s is None or any(d is None for d in s) for s in shapes):
         return None
-    m, n = out.shape
-    if m != 1 and n != 1:
-        return None
+    a_shape, b_shape, c_shape = (tuple(int(d) for d in s) for s in shapes)
     ta, tb = bool(op.attrs["transpose_a"]), bool(op.attrs["transpose_b"])
-    k = a.shape[0] if ta else a.shape[1]
+    batch = c_shape[:-2]
+    m, n = c_shape[-2:]
+    k = a_shape[-2] if ta else a_shape[-1]
     dt = np.dtype(out.dtype)
-    i, j, r = L.IVar("i"), L.IVar("j"), L.IVar("k")
-    row = L.IConst(0) if m == 1 else i
-    col = L.IConst(0) if n == 1 else j
-    a_index = L.iadd(L.imul(r, m), row) if ta else L.iadd(L.imul(row, k), r)
-    b_index = L.iadd(L.imul(col, k), r) if tb else L.iadd(L.imul(r, n), col)
-    product = L.Binary("multiply", L.Load("in0", a_index, dt), L.Load("in1", b_index, dt), dt)
+    batch_point = tuple(L.IVar(f"b{d}") if size != 1 else L.IConst(0) for d, size in enumerate(batch))
+    i = L.IVar("i") if m != 1 else L.IConst(0)
+    j = L.IVar("j") if n != 1 else L.IConst(0)
+    r = L.IVar("k")
+
+    def operand(name: str, shape, row: L.IExpr, col: L.IExpr, transposed: bool) -> L.Load:
+        lead = len(batch) - (len(shape) - 2)
+        point = tuple(L.IConst(0) if size == 1 else batch_point[lead + d] for d, size in enumerate(shape[:-2]))
+        point += (col, row) if transposed else (row, col)
+        return L.Load(name, L.flat_index(point, shape), dt)
+
+    product = L.Binary("multiply", operand("in0", a_shape, i, r, ta), operand("in1", b_shape, r, j, tb), dt)
     zero = dt.type(0) if dt.kind != "b" else False
     body = [L.AccInit("acc0", dt, zero),
             L.Loop("k", k, (L.AccUpdate("acc0", "add", product),), parallel=False),
-            L.Store("out0", L.iadd(L.imul(row, n), col), L.AccRef("acc0", dt))]
-    if n != 1:
-        body = [L.Loop("j", n, tuple(body))]
-    if m != 1:
-        body = [L.Loop("i", m, tuple(body))]
-    params = (L.Param("in0", dt, tuple(a.shape), "input"), L.Param("in1", dt, tuple(b.shape), "input"),
-              L.Param("out0", dt, (m, n), "output"))
+            L.Store("out0", L.flat_index(batch_point + (i, j), c_shape), L.AccRef("acc0", dt))]
+    for var, extent in reversed([(f"b{d}", size) for d, size in enumerate(batch)] + [("i", m), ("j", n)]):
+        if extent != 1:
+            body = [L.Loop(var, extent, tuple(body))]
+    params = (L.Param("in0", dt, a_shape, "input"), L.Param("in1", dt, b_shape, "input"),
+              L.Param("out0", dt, c_shape, "output"))
     return L.Kernel(op.name, params, tuple(body))

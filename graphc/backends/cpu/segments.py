@@ -31,7 +31,7 @@ from ...graph import FuncGraph, Operation, Tensor
 from ...passes.prune import prune
 from ...lowering import loop_ir as L
 from ...lowering.lower import lower_op
-from ...lowering.matvec import lower_matvec
+from ...lowering.matvec import lower_matmul, lower_matvec
 from ...passes.memory import ALIAS_OPS, PLANNED
 from ...codegen.blas import matmul_dtypes
 
@@ -117,8 +117,9 @@ def _static(t: Tensor) -> bool:
     return t.shape is not None and all(d is not None for d in t.shape) and t.dtype in SUPPORTED
 
 
-def classify(op: Operation) -> Optional[NativeOp]:
-    """How ``op`` runs natively, or None (a host step)."""
+def classify(op: Operation, blas: bool = True) -> Optional[NativeOp]:
+    """How ``op`` runs natively, or None (a host step). ``blas=False``: every
+    matmul becomes a loop kernel (exported libraries call no BLAS)."""
     if not all(_static(t) for t in list(op.inputs) + list(op.outputs)):
         return None
     kind = op.type
@@ -131,9 +132,9 @@ def classify(op: Operation) -> Optional[NativeOp]:
     if kind in ASSIGNS:
         return NativeOp(op, "assign")
     if kind in CONTROL:
-        return _classify_control(op)
+        return _classify_control(op, blas)
     if kind == "matmul":
-        kernel = lower_matvec(op)
+        kernel = lower_matvec(op) if blas else lower_matmul(op)
         if kernel is not None:
             return NativeOp(op, "kernel", kernel)
         if op.outputs[0].dtype in matmul_dtypes():
@@ -152,7 +153,7 @@ def subgraph_ops(graph: FuncGraph) -> List[Operation]:
     return prune(graph, graph.outputs, [], graph.inputs)
 
 
-def _classify_control(op: Operation) -> Optional[NativeOp]:
+def _classify_control(op: Operation, blas: bool) -> Optional[NativeOp]:
     """cond/while_loop compile inline when every op of their subgraphs does
     and loop variables keep their static shapes. Variable reads and updates
     inside bodies (per-iteration snapshots) stay on the host path."""
@@ -173,7 +174,7 @@ def _classify_control(op: Operation) -> Optional[NativeOp]:
             return None
         natives = []
         for sub in subgraph_ops(fg):
-            n_op = classify(sub)
+            n_op = classify(sub, blas)
             if n_op is None or n_op.kind in ("read", "assign") or sub.type == "placeholder":
                 return None
             natives.append(n_op)
