@@ -10,8 +10,10 @@ graph or function object (graphc, PyTensor compile here), the first call is
 where JAX and torch.compile trace and compile and where graphc compiles the
 executable, and one steady-state call is subtracted so the figure is the
 compile overhead alone. Where a system keeps an on-disk cache (PyTensor's
-compiledir, TorchInductor's cache, graphc's once it has one), a second
-process sharing the first one's cache directory gives the warm figure.
+compiledir, TorchInductor's cache, graphc's GRAPHC_CACHE_DIR object cache),
+a second process sharing the first one's cache directory gives the warm
+figure. graphc's children also report how many modules they loaded from
+its cache, so a warm figure that did not come from the cache is flagged.
 
 Run as ``python -m benchmarks.compile_time IMPL WORKLOAD [--backend B]
 [--scale S] [--steady N]``: the child prints one JSON line.
@@ -50,6 +52,7 @@ class ColdSample:
     first_s: float
     steady_s: float
     error: float
+    cache_hits: Optional[int] = None    # graphc: modules loaded from its disk cache
 
     @property
     def compile_s(self) -> float:
@@ -128,8 +131,14 @@ def child(impl: str, workload: str, backend: str, scale: float, steady: int) -> 
         start = time.perf_counter()
         prepared.call()
         times.append(time.perf_counter() - start)
-    return {"init": init, "setup": setup, "first": first, "steady": float(np.median(times)), "error": check.error,
-            "ok": check.ok, "message": check.message}
+    result = {"init": init, "setup": setup, "first": first, "steady": float(np.median(times)), "error": check.error,
+              "ok": check.ok, "message": check.message}
+    if impl == "graphc":
+        from graphc.codegen import jit
+        stats = jit.cache_stats()
+        result["cache_hits"] = stats["hits"]
+        result["cache_misses"] = stats["misses"]
+    return result
 
 
 # --------------------------------------------------------------------------
@@ -137,8 +146,14 @@ def child(impl: str, workload: str, backend: str, scale: float, steady: int) -> 
 # --------------------------------------------------------------------------
 def graphc_cache_variable() -> Optional[str]:
     """The environment variable naming graphc's on-disk compile cache
-    (GRAPHC_CACHE_DIR or similar), if the installed graphc has one."""
+    (graphc.codegen.jit.CACHE_ENV, i.e. GRAPHC_CACHE_DIR; for an older
+    graphc, the first GRAPHC_*CACHE* name in its sources), or None."""
     import graphc
+    try:
+        from graphc.codegen.jit import CACHE_ENV
+        return CACHE_ENV
+    except ImportError:
+        pass
     pattern = re.compile(r"GRAPHC_\w*CACHE\w*")
     for path in sorted(Path(graphc.__file__).parent.rglob("*.py")):
         try:
@@ -166,7 +181,8 @@ def _run_child(impl: str, workload: str, backend: str, scale: float, steady: int
     result = json.loads(lines[-1])
     if not result["ok"]:
         raise VerificationFailed(f"verification failed: {result['message']}")
-    return ColdSample(result["init"], result["setup"], result["first"], result["steady"], result["error"])
+    return ColdSample(result["init"], result["setup"], result["first"], result["steady"], result["error"],
+                      result.get("cache_hits"))
 
 
 @dataclass
@@ -207,6 +223,13 @@ def measure_compile(impl: str, workload: str, backend: str, scale: float, cold_r
             if warm and plan.env is not None:
                 env = _cache_plan(impl, os.path.join(tmp, f"cold{cold_runs - 1}")).env or {}
                 row.warm.append(_run_child(impl, workload, backend, scale, steady, env))
+                hits = row.warm[-1].cache_hits
+                if hits == 0:
+                    # not a warm-cache figure: report why instead of a time
+                    row.warm.pop()
+                    plan.note += "; no warm figure: the second process found nothing in the cache"
+                elif hits is not None:
+                    plan.note += f"; the warm process loaded {hits} compiled module(s) from it"
         except VerificationFailed as exc:
             row.status, row.detail = "failed", str(exc)
         except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:

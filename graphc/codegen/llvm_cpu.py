@@ -1258,7 +1258,7 @@ def compile_kernels(kernels: Sequence[L.Kernel], name: str = "graphc_kernels") -
             start = time.perf_counter()
             module, symbols = kernel_module(list(todo.values()), name)
             build = time.perf_counter() - start
-            compiled = jit.compile_module(module, name=name)
+            compiled = jit.compile_module(module, name=name, exports=symbols)
             compiled.timings = {"llvm: build IR": build, **compiled.timings}
             add_timing("llvm: build IR", build)
             for (key, k), sym in zip(todo.items(), symbols):

@@ -89,7 +89,8 @@ class CpuExecutable:
         self.segments: List[_CompiledSegment] = []
         self.module = None
         if symbols:
-            self.module = jit.compile_module(module, name="graphc_cpu")
+            # only the entry points stay external: LLVM drops kernels it inlined
+            self.module = jit.compile_module(module, name="graphc_cpu", exports=symbols)
             for seg, sym in zip([s for s in layout.steps if isinstance(s, Segment)], symbols):
                 self.segments.append(_CompiledSegment(seg, self.module.address(sym)))
         # the context table and the arena live as long as the executable
