@@ -156,6 +156,18 @@ def compile_run(graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Opera
         raise ExecutionError(f"{exc} [fed shapes: {fed}]") from exc
     timings = {"extract": time.perf_counter() - start}
     stages = []
+    # A backend's on-disk executable cache is keyed on the program before the
+    # passes (not consulted while dumping: a dump shows every stage).
+    cache_key = None
+    if hasattr(backend, "cache_key") and not (config.dump_dir or os.environ.get("GRAPHC_DUMP_DIR")):
+        cache_key = backend.cache_key(program, config)
+        hit = backend.cached(cache_key, program) if cache_key else None
+        if hit is not None:
+            with compiling(program, [], timings, None) as log:
+                log.add_timing("backend executable cache hit", time.perf_counter() - start)
+            hit.stages = []
+            hit.compile_log = log
+            return hit
     if config.optimize:
         debug = config.debug or os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
         start = time.perf_counter()
@@ -176,6 +188,8 @@ def compile_run(graph: Graph, fetches: Sequence[Tensor], targets: Sequence[Opera
                        time.perf_counter() - start)
     executable.stages = stages
     executable.compile_log = log
+    if cache_key:
+        backend.remember(cache_key, executable)
     return executable
 
 
@@ -312,7 +326,9 @@ class Session:
             feed_values.append(convert_feed(t, value))
         tensors = [e for e in fetch.elements if isinstance(e, Tensor)]
         targets = [e for e in fetch.elements if isinstance(e, Operation)]
-        order = sorted(range(len(feed_tensors)), key=lambda i: id(feed_tensors[i]))
+        # a canonical feed order (names are unique in a graph): one executable per feed set,
+        # and the same program in every process (the on-disk executable cache keys on it)
+        order = sorted(range(len(feed_tensors)), key=lambda i: feed_tensors[i].name)
         feed_tensors = [feed_tensors[i] for i in order]
         feed_values = [feed_values[i] for i in order]
         key = (tuple(map(id, tensors)), tuple(map(id, targets)), tuple(map(id, feed_tensors)))

@@ -40,7 +40,7 @@ import llvmlite.ir as ir
 from ..dump import _log_of, add_artifact, add_timing
 from ..errors import CompileError
 
-__all__ = ["CACHE_ENV", "CODEGEN_VERSION", "CompiledModule", "UNROLL_LOOPS", "cache_directory", "cache_key",
+__all__ = ["CACHE_ENV", "load_cached_module", "CODEGEN_VERSION", "CompiledModule", "UNROLL_LOOPS", "cache_directory", "cache_key",
            "cache_stats", "compile_module", "host_target_machine", "initialize"]
 
 llvmlite.ir_layer_typed_pointers_enabled = False
@@ -107,6 +107,8 @@ class CompiledModule:
         self.timings: Dict[str, float] = dict(timings or {})
         self.from_cache = from_cache
         self._assembly: Optional[str] = None
+        # the disk-cache key of its machine code (None when the cache is off)
+        self.cache_key: Optional[str] = None
 
     @property
     def optimized_ir(self) -> str:
@@ -392,8 +394,9 @@ def compile_module(module: Union[ir.Module, str], *, name: str = "graphc", opt: 
             else:
                 _count("hits")
                 timings["llvm: cache hit"] = time.perf_counter() - start
-                return _finish(CompiledModule(name, engine, _inflate(entry[1]), timings, from_cache=True),
-                               text)
+                compiled = CompiledModule(name, engine, _inflate(entry[1]), timings, from_cache=True)
+                compiled.cache_key = key
+                return _finish(compiled, text)
         _count("misses")
 
     loops = _has_cycles(text)
@@ -433,7 +436,35 @@ def compile_module(module: Union[ir.Module, str], *, name: str = "graphc", opt: 
         start = time.perf_counter()
         _write_entry(directory, key, objects[0], optimized)
         timings["llvm: cache write"] = time.perf_counter() - start
-    return _finish(CompiledModule(name, engine, optimized, timings), text)
+    compiled = CompiledModule(name, engine, optimized, timings)
+    compiled.cache_key = key if len(objects) == 1 else None
+    return _finish(compiled, text)
+
+
+def load_cached_module(key: str, name: str = "graphc") -> Optional[CompiledModule]:
+    """The module whose machine code the disk cache holds under ``key`` (a
+    ``CompiledModule.cache_key`` of an earlier compile), loaded without its
+    IR; None when the cache is off or has no valid entry. Callers register
+    the runtime symbols the code needs (thread pool, BLAS) first."""
+    directory = cache_directory()
+    if directory is None or not re.fullmatch(r"[0-9a-f]{64}", key or ""):
+        return None
+    start = time.perf_counter()
+    entry = _read_entry(directory, key)
+    if entry is None:
+        return None
+    try:
+        engine = _load_object(entry[0])
+    except RuntimeError as exc:
+        _count("bad_entries", exc)
+        return None
+    _count("hits")
+    compiled = CompiledModule(name, engine, _inflate(entry[1]), {"llvm: cache hit": time.perf_counter() - start},
+                              from_cache=True)
+    compiled.cache_key = key
+    for label, seconds in compiled.timings.items():
+        add_timing(label, seconds)
+    return compiled
 
 
 def _internalize(llmod: "llvm.ModuleRef", exported: Iterable[str], name: str) -> None:

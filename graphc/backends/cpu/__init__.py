@@ -26,3 +26,16 @@ class CpuBackend:
 
     def compile(self, program: Any, config: Optional[Any] = None) -> CpuExecutable:
         return CpuExecutable(program, config)
+
+    # the executable cache, consulted before the passes (graphc/session.py compile_run)
+    def cache_key(self, program: Any, config: Any) -> Optional[str]:
+        from . import cache
+        return cache.program_key(program, config)
+
+    def cached(self, key: str, program: Any) -> Optional[CpuExecutable]:
+        from . import cache
+        return cache.load(key, program)
+
+    def remember(self, key: str, executable: CpuExecutable) -> None:
+        from . import cache
+        cache.store(key, executable)

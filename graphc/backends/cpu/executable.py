@@ -24,7 +24,7 @@ from ...graph import Operation, Tensor
 from ..interpreter import RunContext, VariableStore, execute_op
 from . import abi
 from .entry import emit_segment
-from .segments import HostStep, Layout, NativeOp, Segment, classify, plan_layout
+from .segments import Arg, HostStep, Layout, NativeOp, Segment, classify, plan_layout
 
 __all__ = ["CpuExecutable"]
 
@@ -47,11 +47,14 @@ class _CompiledSegment:
         self.inputs = [a.source for a in seg.inputs()]
         self.outputs = [(a.shape, a.dtype) for a in seg.outputs()]
         self.n_inputs = len(self.inputs)
+        # variable updates to commit after a call: (variable, argument index)
+        self.commits = [(var, seg.where[t][1]) for var, t in seg.commits]
 
     def describe_bad_arg(self, index: int, value: Any) -> str:
         arg = self.seg.args[index]
         kind, what = arg.source
-        name = what.name if isinstance(what, Tensor) else f"variable {what!r}"
+        name = what.name if isinstance(what, Tensor) else (f"variable {what!r}" if kind in ("start", "current")
+                                                            else str(what))
         got = (f"{value.dtype.name}{list(value.shape)}" + ("" if value.flags.c_contiguous else " (not contiguous)")
                if isinstance(value, np.ndarray) else type(value).__name__)
         return f"{name}: expected {arg.dtype.name}{list(arg.shape)}, got {got}"
@@ -86,24 +89,93 @@ class CpuExecutable:
         self.layout = layout
         self.native_ops = sum(1 for n in native.values() if n is not None)
         self.host_ops = [op for op in schedule if native[op] is None]
-        self.segments: List[_CompiledSegment] = []
+        self.uses_blas = any(n is not None and n.kind == "matmul" for n in native.values())
+        segments: List[_CompiledSegment] = []
         self.module = None
         if symbols:
             # only the entry points stay external: LLVM drops kernels it inlined
             self.module = jit.compile_module(module, name="graphc_cpu", exports=symbols)
             for seg, sym in zip([s for s in layout.steps if isinstance(s, Segment)], symbols):
-                self.segments.append(_CompiledSegment(seg, self.module.address(sym)))
-        # the context table and the arena live as long as the executable
-        self.constants = layout.constants
+                segments.append(_CompiledSegment(seg, self.module.address(sym)))
+        self._setup(layout.steps, segments, layout.constants, layout.arena_bytes)
+
+    def _setup(self, steps: Sequence[Any], segments: List[_CompiledSegment], constants: List[np.ndarray],
+               arena_bytes: int) -> None:
+        """The per-executable memory: the context table and the arena live as
+        long as the executable; steps in run order."""
+        self.segments = segments
+        self.constants = constants
+        self.arena_bytes = arena_bytes
         self.context = np.concatenate([abi.context_prefix(),
                                        np.array([c.ctypes.data for c in self.constants], dtype=np.int64)])
-        self.arena = np.empty(layout.arena_bytes + 64, dtype=np.uint8)
+        self.arena = np.empty(arena_bytes + 64, dtype=np.uint8)
         self.context[abi.CTX_ARENA] = (self.arena.ctypes.data + 63) // 64 * 64
         self.context_address = self.context.ctypes.data
-        self._lock = threading.Lock() if layout.arena_bytes else None
+        self._lock = threading.Lock() if arena_bytes else None
         compiled = iter(self.segments)
-        self.steps: List[Any] = [next(compiled) if isinstance(s, Segment) else s for s in layout.steps]
+        self.steps: List[Any] = [next(compiled) if isinstance(s, Segment) else s for s in steps]
         self.single = self.segments[0] if len(self.steps) == 1 and self.segments else None
+
+    # ---- the executable cache (graphc/backends/cpu/cache.py) ------------------------------
+    def manifest(self) -> Optional[Dict[str, Any]]:
+        """What rebuilding this executable without its program's passes and IR
+        needs (one native segment only), as JSON-ready data."""
+        cs = self.single
+        if cs is None or self.host_ops:
+            return None
+        feed_index = {t: i for i, t in enumerate(self.feeds)}
+        args = []
+        for a in cs.seg.args:
+            kind, what = a.source
+            if kind == "tensor":
+                if what not in feed_index:
+                    return None
+                ref: Any = feed_index[what]
+            elif kind == "output":
+                ref = what.name
+            else:
+                ref = what
+            args.append({"kind": kind, "ref": ref, "dtype": a.dtype.name, "shape": list(a.shape)})
+        exports = dict(cs.seg.exports)
+        fetches = []
+        for t in self.fetches:
+            if t in feed_index:
+                fetches.append(["feed", feed_index[t]])
+            elif t in exports:
+                fetches.append(list(exports[t]))
+            else:
+                return None
+        return {"symbol": cs.seg.symbol, "args": args, "commits": [list(c) for c in cs.commits],
+                "fetches": fetches, "arena_bytes": self.arena_bytes, "native_ops": self.native_ops,
+                "blas": self.uses_blas}
+
+    @classmethod
+    def restore(cls, program: Any, manifest: Dict[str, Any], constants: List[np.ndarray],
+                module: Any) -> "CpuExecutable":
+        """An executable from a manifest, its constants and its loaded machine code."""
+        self = cls.__new__(cls)
+        self.program = program
+        self.feeds = list(program.feeds)
+        self.fetches = list(program.fetches)
+        self.layout = None
+        self.native_ops = int(manifest["native_ops"])
+        self.host_ops = []
+        self.uses_blas = bool(manifest["blas"])
+        self.module = module
+        args = []
+        for a in manifest["args"]:
+            kind, ref = a["kind"], a["ref"]
+            source = ("tensor", self.feeds[ref]) if kind == "tensor" else (kind, ref)
+            args.append(Arg(source, np.dtype(a["dtype"]), tuple(a["shape"])))
+        seg = Segment([], args, symbol=manifest["symbol"])
+        for j, (kind, index) in enumerate(manifest["fetches"]):
+            if kind != "feed":
+                seg.exports.append((self.fetches[j], (kind, int(index))))
+        cs = _CompiledSegment(seg, module.address(seg.symbol))
+        cs.commits = [(var, int(index)) for var, index in manifest["commits"]]
+        constants = [np.ascontiguousarray(c) for c in constants]
+        self._setup([seg], [cs], constants, int(manifest["arena_bytes"]))
+        return self
 
     def _emit(self, layout: Layout) -> Tuple[ir.Module, List[str]]:
         module = ir.Module(name="graphc_cpu")
@@ -168,8 +240,8 @@ class CpuExecutable:
             if rc:
                 raise ExecutionError(f"native segment rejected argument {rc - 1}: "
                                      f"{cs.describe_bad_arg(rc - 1, args[rc - 1])}")
-        for var, t in seg.commits:
-            value = args[seg.where[t][1]]
+        for var, index in cs.commits:
+            value = args[index]
             value.setflags(write=False)
             store.values[var] = value
         for t, (kind, index) in seg.exports:
@@ -221,7 +293,7 @@ class CpuExecutable:
             else:
                 fetch_from.append(("const", self.constants[index], shape))
         fresh = [kind == "out" for kind, _, _ in fetch_from]
-        commits = [(var, seg.where[t][1] - n_in) for var, t in seg.commits]
+        commits = [(var, index - n_in) for var, index in cs.commits]
         out_specs = cs.outputs
         fn, ctx_address = cs.fn, self.context_address
         values = store.values
