@@ -203,6 +203,26 @@ def test_no_in_place_over_an_input_a_kernel_reads_at_other_indices():
     assert plan.tensors[kernel.outputs[0]].buffer != plan.tensors[e].buffer
 
 
+def test_no_in_place_when_a_value_derived_from_the_input_is_moved():
+    """transpose(exp(arg)): exp reads its argument at its own index, but the
+    transpose makes the kernel read arg[j, i] while writing out[i, j]."""
+    from graphc.graph import FuncGraph
+    from graphc.passes import Program
+    g = gc.Graph()
+    with g.as_default():
+        x = gc.placeholder(gc.float32, (4, 4), name="x")
+        e = gc.exp(x, name="e")
+    body = FuncGraph("k", outer=g)
+    arg = body.add_arg((4, 4), np.dtype(np.float32))
+    inner = body.create_op("exp", [arg]).outputs[0]
+    body.outputs = [body.create_op("transpose", [inner], {"perm": (1, 0)}).outputs[0]]
+    kernel = g.create_op("fused_kernel", [e], {"body": body, "kind": "loop", "roots": ("transpose",),
+                                              "sources": (("exp", "exp", "here:1"),), "refusals": ()}, name="k")
+    plan = plan_memory(Program(g, [kernel.outputs[0]], [], [x]))
+    plan.check()
+    assert plan.in_place == []
+
+
 def test_the_memory_pass_only_analyses():
     g = gc.Graph()
     with g.as_default():

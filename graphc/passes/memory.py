@@ -202,6 +202,12 @@ def _group_ends(lives: Dict[Tensor, TensorLife]) -> Dict[Tensor, int]:
     return ends
 
 
+# Ops inside a fused kernel that compute their output at the point they read
+# their input at (same flat index): an input reached only through these is
+# read at the index its kernel writes.
+_INDEX_PRESERVING = frozenset({"identity", "stop_gradient", "reshape", "reshape_like", "expand_dims", "squeeze"})
+
+
 def _reads_at_own_index(op: Operation, position: int, out: Tensor) -> bool:
     """Whether ``op`` reads input ``position`` only at the index it writes
     ``out`` at (so writing ``out`` over that input is safe)."""
@@ -215,15 +221,27 @@ def _reads_at_own_index(op: Operation, position: int, out: Tensor) -> bool:
     body = op.attrs["body"]
     arg = body.inputs[position]
     n = _count(arg.shape)
+    consumers: Dict[Tensor, List[Tuple[Operation, int]]] = {}
     for inner in body.get_operations():
         for pos, t in enumerate(inner.inputs):
-            if t is not arg:
-                continue
-            if inner.opdef.lowering == ELEMENTWISE and _count(inner.outputs[0].shape) == n:
-                continue
-            if inner.opdef.lowering == REDUCTION and pos == 0:
+            consumers.setdefault(t, []).append((inner, pos))
+    # Every value derived from the argument must be computed at the loop
+    # index it was read at, up to a reduction root: a layout op on the way
+    # (transpose, slice, pad, broadcast...) would make the kernel read the
+    # argument at another element than the one it writes.
+    todo, seen = [arg], {arg}
+    while todo:
+        t = todo.pop()
+        for inner, pos in consumers.get(t, ()):
+            if inner.opdef.lowering == REDUCTION and pos == 0 and inner.type.startswith("reduce_"):
                 continue      # a reduction root reads its input at the loop index
-            return False
+            same_count = all(_count(o.shape) == n for o in inner.outputs if o.shape is not None)
+            if not same_count or not (inner.opdef.lowering == ELEMENTWISE or inner.type in _INDEX_PRESERVING):
+                return False
+            for o in inner.outputs:
+                if o not in seen:
+                    seen.add(o)
+                    todo.append(o)
     # every kernel output is written at the loop index of the iteration space
     return _count(out.shape) == n
 
