@@ -28,21 +28,64 @@ producer joins only if
 * it creates no cycle between kernels (no path from it to the kernel through
   another op or kernel; consecutive stateful ops are chained so that kernels
   never force stateful ops to be reordered);
-* the cost rule holds: a non-trivial op is never duplicated into two kernels
-  (a producer already in another kernel is read from that kernel's output
-  instead), and never fused where it has fewer elements than the kernel's
-  iteration space (``exp(bias)`` of shape (10,) into a (128, 10) kernel would
-  be recomputed 128 times). Trivial ops are index arithmetic and may be
-  duplicated into every kernel that reads them, at any size.
+* the cost rule holds (below): a producer that other kernels or ops read too
+  is either recomputed here or read from memory, whichever costs less; a
+  non-trivial op is never fused where it has fewer elements than the
+  kernel's iteration space (``exp(bias)`` of shape (10,) into a (128, 10)
+  kernel would be recomputed 128 times). Trivial ops are index arithmetic and
+  may be duplicated into every kernel that reads them, at any size.
 
-A non-trivial producer that also has consumers outside the kernel joins as an
-extra output (multi-output fusion). Afterwards kernels with the same
-iteration space are merged (producer-consumer and sibling multi-output
-fusion) when one reads the other's output, or both read a common input of
-the full iteration size, and no path through a third op or kernel connects
-them. Reductions in one kernel share input shape and reduced axes, and no
-kernel consumes its own reduction's result. A kernel of one op stays a plain
-op.
+A non-trivial producer that the cost rule does not recompute and that also
+has consumers outside the kernel joins as an extra output (multi-output
+fusion). Afterwards kernels with the same iteration space are merged
+(producer-consumer and sibling multi-output fusion) when one reads the
+other's output, or both read a common input of the full iteration size, or
+both read a common smaller input (a label vector, an iota, a bias) and the
+merged kernel reduces over trailing axes only (its full-shape stores stay
+contiguous) -- so a reduction's input chain and a later elementwise consumer
+over the same shape share one loop nest -- and no path through a third op or
+kernel connects them. Reductions in one kernel share input shape and reduced
+axes, and no kernel consumes its own reduction's result. Merged kernels read
+more tensors, so each kernel then reconsiders the full-size values it reads
+from other kernels (rematerialization: it recomputes one when the cost model
+prefers that, e.g. ``exp(x - max)`` in a kernel that reads ``x`` anyway), and
+merging runs again. A kernel of one op stays a plain op.
+
+The cost model (XLA's and Grappler's "duplicate cheap producers into their
+consumers", with the prices written down). Costs are per element, in units of
+one vectorized cheap op:
+
+=========================================  ======
+add, subtract, multiply, negative, abs,       1
+compare, logical ops, where (select), cast,
+min/max, square, sign, floor/ceil/round
+divide, reciprocal, sqrt, rsqrt               4
+exp, log, tanh, sigmoid, erf, pow, sin...    16  (any op not listed)
+index arithmetic (reshape, broadcast...)      0
+loading a full-size operand                   2 per byte (8 per float32)
+storing a full-size result                    4 per byte (read for ownership + write back)
+loading a smaller, broadcast operand          0  (it stays in cache)
+=========================================  ======
+
+8-byte types fill half the vector lanes: their ops cost twice. Calibrated on
+the native CPU backend (inline vectorized exp), 4096x1000 float32: an exp
+costs ~0.3 ns per element per core and a full-size intermediate stored by
+one kernel and loaded by the next ~0.4 ns (it does not stay in cache).
+
+Recomputing producer ``p`` in kernel ``k`` costs ``p``'s op plus a load of
+each full-size operand ``k`` neither computes nor reads already (or that
+operand's own recomputation, where cheaper than its load). Reading ``p``
+instead costs its load plus a share of its store: the store is spared only
+when nothing else needs ``p`` in memory (no fetch, no non-fusible reader), so
+it is divided among the kernels and ops outside ``p``'s kernel that read it.
+``p`` is recomputed when that is strictly cheaper. So ``x - max`` (1, or 9
+with a new load of ``x``), a bool one-hot mask ``equal(labels[:, None],
+iota)`` (1: both operands are small) and ``where(mask, c, 0)`` are recomputed
+by every kernel that needs them instead of being stored (8 + 16 = 24 per
+float32 element) and loaded; ``exp(x - max)`` is recomputed only in a kernel
+that reads ``x`` anyway and when it is the only other reader (16 < 24; with a
+new load of ``x`` it would cost 24: a tie keeps it shared), and a chain such
+as ``tanh(exp(x))`` (32) is always shared.
 
 Every refusal is a :class:`FusionDecision`; they go to the pass notes, to
 ``program.analyses["fusion"]`` and to the ``refusals`` attribute of the
@@ -63,6 +106,7 @@ every fused op) and ``refusals``.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
@@ -93,6 +137,18 @@ SHAPE_ONLY_INPUTS: Dict[str, Tuple[int, ...]] = {
     "fill_like": (0,)}
 
 TRIVIAL, ELEMENTWISE_ROLE, REDUCTION_ROLE = "trivial", "elementwise", "reduction"
+
+# The cost model (see the module doc): per element, in units of one
+# vectorized arithmetic op. Elementwise ops not listed cost EXPENSIVE_OP.
+CHEAP_OP, DIVIDE_OP, EXPENSIVE_OP = 1.0, 4.0, 16.0
+OP_COSTS: Dict[str, float] = {
+    **dict.fromkeys(("negative", "abs", "sign", "square", "floor", "ceil", "round", "add", "subtract", "multiply",
+                     "maximum", "minimum", "equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
+                     "logical_and", "logical_or", "logical_not", "cast", "where"), CHEAP_OP),
+    **dict.fromkeys(("divide", "reciprocal", "sqrt", "rsqrt"), DIVIDE_OP),
+}
+LOAD_PER_BYTE = 2.0     # streaming a full-size operand in: a float32 load costs 8 cheap ops
+STORE_PER_BYTE = 4.0    # a store moves its cache line twice (read for ownership, write back)
 
 
 # --------------------------------------------------------------------------
@@ -178,7 +234,24 @@ def _static(shape: Any) -> bool:
 
 
 def _count(shape: Tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return math.prod(shape)
+
+
+def _op_cost(op: Operation) -> float:
+    """Per-element cost of computing ``op`` once (index arithmetic is free);
+    8-byte types fill half as many vector lanes, so they cost twice."""
+    if _classify(op, set())[0] == TRIVIAL:
+        return 0.0
+    width = max(t.dtype.itemsize for t in list(op.inputs) + list(op.outputs))
+    return OP_COSTS.get(op.type, EXPENSIVE_OP) * max(1.0, width / 4)
+
+
+def _load_cost(t: Tensor) -> float:
+    return LOAD_PER_BYTE * t.dtype.itemsize
+
+
+def _store_cost(t: Tensor) -> float:
+    return STORE_PER_BYTE * t.dtype.itemsize
 
 
 def _boundary_reason(op: Operation) -> str:
@@ -307,6 +380,7 @@ class _Fuser:
                 self.ctrl_uses[c].append(op)
         pinned = set(program.targets) | {c for op in self.ops for c in op.control_inputs}
         self.fetched = set(program.fetches)
+        self.fetched_ops = {t.op for t in self.fetched}
         # Ops no fetch, target or state update needs are dce's to drop (it
         # may be switched off): they stay, unfused.
         self.dead = set(self.ops) - _needed_ops(program)
@@ -344,6 +418,8 @@ class _Fuser:
         self.kernels: List[Optional[_Kernel]] = []
         self.refusals: List[FusionDecision] = []
         self._recorded: Set[Tuple[str, str, str]] = set()
+        self._read_by: Dict[int, Tuple[int, Set[Tensor]]] = {}   # kernel id -> (version, tensors it reads)
+        self._merge_refused: Set[Tuple[int, int, int, int]] = set()
 
     # ---- bookkeeping -------------------------------------------------------
     def _refuse(self, producer: str, consumer: str, reason: str, *kernels: _Kernel) -> None:
@@ -404,15 +480,19 @@ class _Fuser:
         rep = self.rep
         return {rep[j] for i in self.group[node] for j in self.succ_ids[i]} - {node}
 
-    def _reaches(self, starts: Iterable[int], target: int) -> bool:
-        """Whether a path leads from a start node to ``target`` in the graph
-        with kernels contracted: the ops reachable in the op graph, closed
-        under "touching a kernel reaches everything the kernel reaches"."""
+    def _reaches(self, starts: Iterable[int], targets: Iterable[int]) -> bool:
+        """Whether a path leads from a start node to a target node in the
+        graph with kernels contracted: the ops reachable in the op graph,
+        closed under "touching a kernel reaches everything the kernel
+        reaches"."""
         reach = 0
         for node in starts:
             reach |= self.group_desc.get(node, self.desc[node])
-        target_bits = self.group_bits.get(target, 1 << target)
-        pending = [g for g in self.group_bits if g != target]
+        targets = set(targets)
+        target_bits = 0
+        for t in targets:
+            target_bits |= self.group_bits.get(t, 1 << t)
+        pending = [g for g in self.group_bits if g not in targets]
         while not reach & target_bits:
             touched = [g for g in pending if reach & self.group_bits[g]]
             if not touched:
@@ -422,18 +502,23 @@ class _Fuser:
             pending = [g for g in pending if not reach & self.group_bits[g]]
         return True
 
-    def _cycle_via(self, starts: Iterable[int], target: int) -> Optional[int]:
-        """The first start node (in schedule order) with a path to ``target``."""
+    def _cycle_via(self, starts: Iterable[int], targets: Iterable[int]) -> Optional[int]:
+        """The first start node (in schedule order) with a path to a target."""
         starts = sorted(starts)
-        if not starts or not self._reaches(starts, target):
+        targets = set(targets)
+        if not starts or not self._reaches(starts, targets):
             return None
-        return next(s for s in starts if self._reaches([s], target))
+        return next(s for s in starts if self._reaches([s], targets))
 
     def _node_name(self, node: int) -> str:
         k = self.kernel_at.get(node)
         return f"kernel of {k.root.name}" if k is not None else self.ops[node].name
 
     # ---- producer -> consumer fusion ----------------------------------------
+    def _data_inputs(self, op: Operation) -> List[Tensor]:
+        skip = SHAPE_ONLY_INPUTS.get(op.type, ())
+        return [t for pos, t in enumerate(op.inputs) if pos not in skip]
+
     def _data_producers(self, op: Operation) -> List[Operation]:
         skip = SHAPE_ONLY_INPUTS.get(op.type, ())
         return [t.op for pos, t in enumerate(op.inputs) if pos not in skip]
@@ -473,27 +558,144 @@ class _Fuser:
         if n > k.count:
             return refuse(f"different iteration space ({n} elements, kernel iterates over {k.count})")
         node = self._node(k)
+        # owned when every reader is in this kernel, else recomputed here
+        exclusive = p not in self.owner and not self._successors(self.index[p]) - {node}
         if role == TRIVIAL:
-            # owned when every reader is in this kernel, else recomputed here
-            own = (p not in self.owner and p not in self.fetched
-                   and not self._successors(self.index[p]) - {node})
-            self._add_member(k, p, own)
+            # a fetched one too: it may have another size than the kernel's outputs
+            self._add_member(k, p, exclusive and p not in self.fetched_ops)
             return True
+        costs = ""
+        if n == k.count and not exclusive:
+            recompute, reuse = self._remat_cost(p, k), self._reuse_cost(p)
+            if recompute < reuse:
+                self._add_member(k, p, False)
+                return True
+            costs = f": recomputing costs {recompute:g} per element, reading it {reuse:g}"
         if p in self.owner:
-            return refuse(f"would duplicate {p.type} (already in the kernel of {self.owner[p].root.name})")
+            return refuse(f"would duplicate {p.type} (already in the kernel of {self.owner[p].root.name}){costs}")
         if n < k.count:
             return refuse(f"would recompute: {p.type} has {n} elements, the kernel iterates over {k.count}")
-        outside = self._successors(self.index[p]) - {node}
+        outside = self._exits([self.index[p]], {node}, [k])
         if outside:
-            via = self._cycle_via(outside, node)
+            via = self._cycle_via(outside, [node])
             if via is not None:
                 return refuse(f"cycle (through {self._node_name(via)})")
         self._add_member(k, p, True)
         return True
 
+    def _read_by_kernel(self, k: _Kernel) -> Set[Tensor]:
+        cached = self._read_by.get(k.id)
+        if cached is None or cached[0] != k.version:
+            cached = (k.version, self._inputs_of(k))
+            self._read_by[k.id] = cached
+        return cached[1]
+
+    def _remat_cost(self, p: Operation, k: _Kernel) -> float:
+        """Per-element cost of recomputing ``p`` in ``k``: its op, and a
+        load of each full-size operand ``k`` neither computes nor reads yet
+        (smaller operands are broadcast: they stay in cache)."""
+        cost = _op_cost(p)
+        read = self._read_by_kernel(k)
+        members = k.members
+        for t in dict.fromkeys(self._data_inputs(p)):
+            if t.op not in members and t not in read and _count(t.shape) >= k.count:
+                cost += _load_cost(t)
+        return cost
+
+    def _reuse_cost(self, p: Operation) -> float:
+        """Per-element cost of reading ``p`` from memory instead: the load,
+        plus a share of the store that makes it when recomputing could spare
+        that store (no fetch, every reader fusible, so each may recompute
+        it). The store is shared among the readers outside the kernel that
+        computes ``p``: kernels count once, readers inside it not at all."""
+        cost = _load_cost(p.outputs[0])
+        readers = {c for c, _ in self.uses[p]}
+        if (p.outputs[0] in self.fetched or self.ctrl_uses[p]
+                or any(self.roles[c] is None for c in readers)):
+            return cost
+        home = self.owner.get(p)
+        units = {self.owner.get(c, c) for c in readers} - {home}
+        return cost + _store_cost(p.outputs[0]) / max(1, len(units))
+
+    # ---- rematerialization after merging ------------------------------------------
+    def _remat_chain(self, op: Operation, k: _Kernel) -> Tuple[float, List[Operation]]:
+        """Per-element cost of recomputing ``op`` in ``k``, and the ops that
+        takes: an operand ``k`` neither computes nor reads is loaded, or
+        recomputed itself where that is cheaper than its load (searched
+        only while cheaper: a load costs a few ops, so chains stay short)."""
+        read = self._read_by_kernel(k)
+        members = k.members
+
+        def chain(o: Operation, budget: float) -> Tuple[float, List[Operation]]:
+            cost, ops = _op_cost(o), [o]
+            for t in dict.fromkeys(self._data_inputs(o)):
+                if t.op in members or t in read or _count(t.shape) < k.count:
+                    continue
+                load = _load_cost(t)
+                spare = min(load, budget - cost)
+                if (spare > 0 and self.roles[t.op] in (TRIVIAL, ELEMENTWISE_ROLE)
+                        and _count(t.op.outputs[0].shape) == k.count and t.op not in self.fetched_ops):
+                    sub_cost, sub_ops = chain(t.op, spare)
+                    if sub_cost < spare:
+                        cost += sub_cost
+                        ops += [s for s in sub_ops if s not in ops]
+                        continue
+                cost += load
+            return cost, ops
+
+        return chain(op, float("inf"))
+
+    def _remat_phase(self) -> bool:
+        """Each kernel recomputes the full-size values it reads from other
+        kernels where the cost model prefers that to the load (and the
+        store, when no other reader needs it): merged kernels read more, so
+        values that needed an extra load before may now be recomputed from
+        tensors the kernel reads anyway. Whether anything changed."""
+        changed = False
+        for k in sorted((k for k in self.kernels if k is not None), key=lambda k: -self.index[k.root]):
+            for t in sorted(self._read_by_kernel(k), key=lambda t: (self.index[t.op], t.value_index)):
+                op = t.op
+                home = self.owner.get(op)
+                if (home is None or home is k or self.roles[op] != ELEMENTWISE_ROLE
+                        or _count(t.shape) != k.count or op in k.members):
+                    continue
+                cost, ops = self._remat_chain(op, k)
+                reuse = self._reuse_cost(op)
+                if cost < reuse:
+                    for o in ops:
+                        if o not in k.members:
+                            self._add_member(k, o, False)
+                    changed = True
+                else:
+                    self._refuse(op.name, f"kernel of {k.root.name}",
+                                 f"read from the kernel of {home.root.name}: recomputing costs {cost:g} per "
+                                 f"element, reading it {reuse:g}", k)
+        return changed
+
+    def _exits(self, starts: Iterable[int], inside: Set[int], kernels: Sequence[_Kernel]) -> Set[int]:
+        """The nodes after ``starts`` from which a path back ``inside`` would
+        make a cycle: their successors outside, where an op one of
+        ``kernels`` recomputes (a node of its own) stands for its successors:
+        its edges stay inside the kernel once fused."""
+        recomputed = {self.index[d] for k in kernels for d in k.dup if d not in self.owner} - inside
+        out: Set[int] = set()
+        seen: Set[int] = set(inside)
+        stack = list(starts)
+        while stack:
+            for s in self._successors(stack.pop()):
+                if s in seen:
+                    continue
+                seen.add(s)
+                if s in recomputed:
+                    stack.append(s)
+                else:
+                    out.add(s)
+        return out
+
     def _needed_standalone(self, t: Operation) -> bool:
-        """Whether some reader of a trivial op gets its value from outside a
-        kernel that recomputes it (then it needs a copy of its own)."""
+        """Whether some reader of a trivial or recomputed op gets its value
+        from outside a kernel that recomputes it (then it needs a copy of
+        its own)."""
         if any(o in self.fetched for o in t.outputs) or self.ctrl_uses[t]:
             return True
         for c, _ in self.uses[t]:
@@ -525,11 +727,10 @@ class _Fuser:
             return f"different reduction axes ({a.axes} vs {b.axes})"
         if self._reads_reduction_of(a, b, inputs[b]) or self._reads_reduction_of(b, a, inputs[a]):
             return "reduction result consumed (a reduction's consumers start a new kernel)"
-        na, nb = self._node(a), self._node(b)
-        for x, y in ((na, nb), (nb, na)):
-            via = self._cycle_via(self._successors(x) - {y}, y)
-            if via is not None:
-                return f"cycle (through {self._node_name(via)})"
+        both = {self._node(a), self._node(b)}
+        via = self._cycle_via(self._exits(both, both, [a, b]), both)
+        if via is not None:
+            return f"cycle (through {self._node_name(via)})"
         return None
 
     def _merge(self, a: _Kernel, b: _Kernel) -> None:
@@ -554,8 +755,8 @@ class _Fuser:
         self.kernels[b.id] = None
 
     def _merge_phase(self) -> None:
-        refused: Set[Tuple[int, int, int, int]] = set()
-        while self._merge_once(refused):
+        # pairs refused at their current versions stay refused until one grows
+        while self._merge_once(self._merge_refused):
             pass
 
     def _merge_once(self, refused: Set[Tuple[int, int, int, int]]) -> bool:
@@ -572,14 +773,21 @@ class _Fuser:
                 for b in readers.get(m.outputs[0], ()):
                     linked[b] = None
             siblings: Dict[_Kernel, None] = {}
-            for t in inputs[a]:
+            near: Dict[_Kernel, None] = {}      # share only a smaller input
+            for t in sorted(inputs[a], key=lambda t: (self.index[t.op], t.value_index)):
                 producer = self.owner.get(t.op)
                 if producer is not None and producer is not a:
                     linked[producer] = None
-                if _count(t.shape) == a.count:
+                n = _count(t.shape)
+                if n == a.count:
                     for b in readers[t]:
                         siblings[b] = None
-            for b in list(linked) + [s for s in siblings if s not in linked]:
+                elif n > 1:
+                    for b in readers[t]:
+                        if b.space == a.space and _rows(a, b):
+                            near[b] = None
+            for b in list(linked) + [s for s in siblings if s not in linked] + [
+                    s for s in near if s not in linked and s not in siblings]:
                 if b is a:
                     continue
                 key = (a.id, a.version, b.id, b.version) if a.id < b.id else (b.id, b.version, a.id, a.version)
@@ -602,17 +810,31 @@ class _Fuser:
         for op in reversed(self.ops):
             if op in self.owner or self.roles[op] is None:
                 continue
-            if self.roles[op] == TRIVIAL and not self._needed_standalone(op):
+            if (self.roles[op] == TRIVIAL or op in self.member_of) and not self._needed_standalone(op):
                 self.skipped.add(op)
                 continue
             self._grow(self._new_kernel(op))
         self._merge_phase()
+        for _ in range(4):      # each round only adds recomputation; a few settle real graphs
+            if not self._remat_phase():
+                break
+            self._merge_phase()
         # a kernel of one op stays a plain op
         for i, k in enumerate(self.kernels):
             if k is not None and len(k.members) == 1:
                 del self.owner[k.root]
                 self.member_of[k.root].discard(k)
                 self.kernels[i] = None
+
+
+def _rows(a: _Kernel, b: _Kernel) -> bool:
+    """Whether a merge of ``a`` and ``b`` reduces (if at all) over trailing
+    axes only: then its full-shape stores stay contiguous in the inner loop."""
+    axes = a.axes if a.axes is not None else b.axes
+    if axes is None:
+        return True
+    rank = len(a.space)
+    return axes == tuple(range(rank - len(axes), rank))
 
 
 # --------------------------------------------------------------------------
@@ -847,4 +1069,5 @@ def fuse(program: Program) -> Program:
 
 
 register_pass("fusion", "fuse elementwise/broadcast chains and reductions' inputs into fused_kernel ops "
-              "(producer-consumer, multi-output and sibling fusion)")(fuse)
+              "(producer-consumer, multi-output and sibling fusion); cheap producers are recomputed in their "
+              "consumers instead of stored (a cost model weighs op costs against loads and stores)")(fuse)
