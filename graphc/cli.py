@@ -1,13 +1,16 @@
 """The ``graphc`` command line (also ``python -m graphc``).
 
     graphc dump GRAPH_FILE [--fetch NAME ...] [--stage S] [--format text|dot|svg|html] [-o OUT]
+    graphc export GRAPH_FILE --fetch NAME ... --feed NAME:SHAPE:DTYPE ... -o DIR [--name fn] [--cpu CPU]
     graphc passes
     graphc demo [--epochs N] [--batch-size N] [--backend B] [--quiet] ...
 
 ``dump`` reads a graph saved with ``gc.save_graph`` and prints (or writes)
 its dump at one stage of the optimisation pipeline (see ``gc.dump``);
-``passes`` lists the pipeline's passes in the order they run; ``demo`` trains
-the MLP demo (:mod:`graphc.demo`). A graphc error prints one line,
+``export`` compiles fetched tensors of a saved graph, as a function of the
+fed placeholders, into ``DIR/<name>.so`` and ``DIR/<name>.h`` (``gc.export``,
+docs/export.md); ``passes`` lists the pipeline's passes in the order they
+run; ``demo`` trains the MLP demo (:mod:`graphc.demo`). A graphc error prints one line,
 ``graphc: error: ...``, and exits with status 1; a usage error exits with 2.
 """
 from __future__ import annotations
@@ -81,7 +84,8 @@ def _silence_stdout() -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="graphc: a static-graph compiler with source-transform autodiff. "
-                               "Inspect saved graphs and the optimisation pipeline, or run the demo.")
+                               "Inspect saved graphs and the optimisation pipeline, export them as C "
+                               "libraries, or run the demo.")
     from . import __version__
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -106,6 +110,31 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--full-paths", action="store_true",
                       help="show whole source file paths instead of base names")
     dump.set_defaults(run=_dump)
+
+    export = sub.add_parser(
+        "export", help="compile a saved graph into a shared library and a C header",
+        description="Load a graph saved with gc.save_graph and compile the fetched tensors, as a function of "
+                    "the fed placeholders, into DIR/<name>.so and DIR/<name>.h (a C function with no "
+                    "Python or graphc dependency; see docs/export.md). Inputs are in --feed order, outputs "
+                    "in --fetch order. Variables are frozen at their initial values, or at the values of "
+                    "--checkpoint.")
+    export.add_argument("graph_file", metavar="GRAPH_FILE", help="a graph file written by gc.save_graph")
+    export.add_argument("--fetch", action="append", required=True, metavar="NAME",
+                        help="tensor ('loss:0', or 'loss' for an op's first output) to compute; repeat it, or "
+                             "give several names separated by commas")
+    export.add_argument("--feed", action="append", default=[], metavar="NAME:SHAPE:DTYPE",
+                        help="a placeholder and its concrete shape and dtype, e.g. x:128x784:float32, "
+                             "labels:128:int64, t:scalar:float32 (shape '[]' or 'scalar' for a scalar); "
+                             "repeat it, once per input, in argument order")
+    export.add_argument("-o", "--output-dir", required=True, metavar="DIR",
+                        help="directory to write <name>.so and <name>.h into (created if missing)")
+    export.add_argument("--name", default="fn", help="the C function's name (default fn)")
+    export.add_argument("--cpu", default=None, metavar="CPU",
+                        help="LLVM target CPU, e.g. x86-64-v3 for a library other machines run "
+                             "(default: this machine's CPU and features)")
+    export.add_argument("--checkpoint", default=None, metavar="PREFIX",
+                        help="restore the variables from this gc.train.Saver checkpoint before freezing them")
+    export.set_defaults(run=_export)
 
     passes = sub.add_parser(
         "passes", help="list the optimisation passes in the order they run",
@@ -168,6 +197,105 @@ def _write_output(path: str, text: str) -> None:
             f.write(text)
     except OSError as exc:
         raise GraphcError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _export(args: argparse.Namespace) -> int:
+    from . import dtypes as _dt
+    from .errors import InvalidArgumentError
+    from .export import export
+    from .serialize import load_graph
+    graph = load_graph(args.graph_file)
+    fetches = []
+    for element in _resolve_fetches(graph, args.fetch, args.graph_file):
+        if not hasattr(element, "op"):          # an Operation: take its first output
+            if not element.outputs:
+                raise InvalidArgumentError(f"--fetch {element.name} is an op without outputs ({element.type}); "
+                                           "export computes tensors")
+            element = element.outputs[0]
+        fetches.append(element)
+    if not args.feed:
+        raise _UsageError("give each input placeholder with --feed NAME:SHAPE:DTYPE")
+    feeds, shapes = [], []
+    for text in args.feed:
+        name, shape, dtype = _parse_feed(text)
+        t = _resolve_placeholder(graph, name, args.graph_file)
+        if t in feeds:
+            raise _UsageError(f"--feed {t.op.name} is given twice")
+        try:
+            dt = _dt.as_dtype(dtype)
+        except GraphcError:
+            raise _UsageError(f"--feed {text!r}: unknown dtype {dtype!r} (float32, float64, int32, int64, bool)")
+        if dt != t.dtype:
+            raise InvalidArgumentError(f"--feed {text!r}: placeholder {t.op.name} is {t.dtype.name}, not {dt.name}")
+        if t.shape is not None and (len(t.shape) != len(shape) or
+                                    any(d is not None and d != n for d, n in zip(t.shape, shape))):
+            declared = "[" + ", ".join("?" if d is None else str(d) for d in t.shape) + "]"
+            raise InvalidArgumentError(f"--feed {text!r}: placeholder {t.op.name} has shape {declared}; "
+                                       f"{list(shape)} does not fit it")
+        feeds.append(t)
+        shapes.append(shape)
+    session = _session_with_variables(graph, args.checkpoint)
+    result = export(fetches, feeds, args.output_dir, args.name, session=session, shapes=shapes, cpu=args.cpu)
+    print(f"exported {result.name} to {args.output_dir}")
+    print(f"  library  {result.library}")
+    print(f"  header   {result.header}")
+    width = max(len(n) for n, _, _ in result.inputs + result.outputs)
+    for kind, specs in (("in", result.inputs), ("out", result.outputs)):
+        for i, (label, dtype, shape) in enumerate(specs):
+            print(f"  {kind + str(i):<8} {label:<{width}}  {dtype.name}[{', '.join(map(str, shape))}]")
+    return 0
+
+
+def _parse_feed(text: str) -> Any:
+    """``NAME:SHAPE:DTYPE`` -> (name, shape tuple, dtype name); split from
+    the right, so NAME may be a tensor name such as ``x:0``."""
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise _UsageError(f"--feed {text!r}: expected NAME:SHAPE:DTYPE, e.g. x:128x784:float32")
+    name, shape_text, dtype = parts
+    spec = shape_text.strip().strip("[]()").strip()
+    if spec in ("", "scalar"):
+        return name, (), dtype
+    dims = [d.strip() for d in spec.replace(",", "x").split("x")]
+    if not all(d.isdigit() for d in dims):
+        raise _UsageError(f"--feed {text!r}: shape {shape_text!r} is not like 128x784, 10, [] or scalar "
+                          "(every dim a non-negative integer)")
+    return name, tuple(int(d) for d in dims), dtype
+
+
+def _resolve_placeholder(graph: Any, name: str, where: str) -> Any:
+    from .errors import InvalidArgumentError
+    try:
+        element = graph.as_graph_element(name)
+    except (KeyError, InvalidArgumentError):
+        raise InvalidArgumentError(f"{where} has no placeholder named {name!r}{_suggest(graph, name)}") from None
+    tensor = element if hasattr(element, "op") else (element.outputs[0] if element.outputs else None)
+    if tensor is None or tensor.op.type != "placeholder":
+        kind = tensor.op.type if tensor is not None else element.type
+        raise InvalidArgumentError(f"--feed {name}: only placeholders can be inputs of an export; "
+                                   f"{name} is made by a {kind} op")
+    return tensor
+
+
+def _session_with_variables(graph: Any, checkpoint: Optional[str]) -> Any:
+    """A session holding the values to freeze: the variables' initial values,
+    or ``checkpoint``'s. The interpreter runs the initializers (one run: no
+    native compile needed)."""
+    from .errors import InvalidArgumentError
+    from .ops.state import global_variables, variables_initializer
+    from .session import Config, Session
+    variables = global_variables(graph)
+    session = Session(graph=graph, config=Config(backend="interpreter"))
+    if variables:
+        with graph.as_default():
+            init = variables_initializer(variables)
+        session.run(init)
+        if checkpoint is not None:
+            from .train.saver import Saver
+            Saver().restore(session, checkpoint)
+    elif checkpoint is not None:
+        raise InvalidArgumentError(f"--checkpoint {checkpoint}: the graph has no variables to restore")
+    return session
 
 
 def _passes(args: argparse.Namespace) -> int:

@@ -47,7 +47,9 @@ def as_dtype(value: Any) -> np.dtype:
         raise DTypeError(
             f"dtype {dt} is not supported by graphc; use one of "
             f"{', '.join(d.name for d in SUPPORTED)}")
-    return dt
+    # NumPy's own object for it: an equal dtype can be another object (one
+    # that came out of pickle, say), and native code compares dtype objects
+    return SUPPORTED[SUPPORTED.index(dt)]
 
 
 def is_floating(dt: np.dtype) -> bool:

@@ -116,7 +116,9 @@ class _Trace:
         # nothing is compiled here: the session compiles on the first call, as after tracing
         trace.session = Session(graph=trace.graph, config=config)
         for name, value in state["variables"].items():
-            value = np.array(value)
+            # an unpickled array's dtype is an equal but distinct descriptor object, which the
+            # native entry points (they compare descriptor pointers) reject: copy to the canonical one
+            value = np.asarray(value).astype(np.dtype(value.dtype.str))
             value.setflags(write=False)
             trace.session._store.values[name] = value
         trace.session._store.random_op_counts.update(state["random_op_counts"])

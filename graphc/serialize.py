@@ -73,7 +73,8 @@ from . import shapes as _shapes
 from .errors import ExportError, GraphcError, GraphFormatError
 from .graph import FuncGraph, Graph, Operation, SourceLocation, Tensor
 
-__all__ = ["save_graph", "load_graph", "to_document", "from_document", "FORMAT", "VERSION"]
+__all__ = ["save_graph", "load_graph", "to_document", "from_document", "graph_to_bytes", "graph_from_bytes",
+           "FORMAT", "VERSION"]
 
 FORMAT = "graphc.graph"
 VERSION = 1
@@ -108,6 +109,66 @@ def save_graph(graph: Any, path: str) -> str:
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     return path
+
+
+def graph_to_bytes(graph: Any) -> bytes:
+    """``graph`` as one bytes object: a zip archive holding the JSON document
+    (member ``graph.json``) and the arrays as ``.npy`` members, the same data
+    ``save_graph`` writes to its two files. ``graph_from_bytes`` reads it
+    (this is what pickling a compiled function stores). Raises ExportError
+    as ``save_graph`` does."""
+    doc, arrays = to_document(_root_graph(graph))
+    # the arrays sit in the same archive, so no checksum: only their count, checked on reading
+    doc["arrays"] = {"count": len(arrays)} if arrays else None
+    text = json.dumps(doc, allow_nan=False).encode("utf-8")
+    buf = io.BytesIO()
+    # one zip (rather than the .npz written by save_graph plus a JSON file) so that
+    # the document and its arrays travel as a single value
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        zf.writestr(_BYTES_DOCUMENT, text)
+        for name, arr in arrays.items():
+            with zf.open(_BYTES_ARRAYS + name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def graph_from_bytes(data: bytes, where: str = "<graph bytes>") -> Graph:
+    """A new Graph from ``graph_to_bytes`` output. Arrays are read with
+    ``allow_pickle=False``: loading runs no code. Raises GraphFormatError for
+    anything else (``where`` names the data in the message)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise GraphFormatError(f"{where}: graph bytes must be bytes, got {type(data).__name__}")
+    arrays: Arrays = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+            names = zf.namelist()
+            if _BYTES_DOCUMENT not in names:
+                raise GraphFormatError(f"{where} is not a graphc graph: no {_BYTES_DOCUMENT} member")
+            raw = zf.read(_BYTES_DOCUMENT)
+            for member in names:
+                if member.startswith(_BYTES_ARRAYS) and member.endswith(".npy"):
+                    with zf.open(member) as f:
+                        arr = np.lib.format.read_array(f, allow_pickle=False)
+                    arr.setflags(write=False)
+                    arrays[member[len(_BYTES_ARRAYS):-len(".npy")]] = arr
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise GraphFormatError(f"{where} is not a graphc graph archive: {exc}") from None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise GraphFormatError(f"{where}: the graph document is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError):
+        raise GraphFormatError(f"{where}: the graph document is not JSON") from None
+    info = doc.get("arrays") if isinstance(doc, dict) else None
+    expected = info.get("count") if isinstance(info, dict) else 0
+    if expected != len(arrays):
+        raise GraphFormatError(f"{where}: the document names {expected!r} arrays but the archive holds "
+                               f"{len(arrays)}")
+    return from_document(doc, arrays, where=where)
+
+
+_BYTES_DOCUMENT = "graph.json"
+_BYTES_ARRAYS = "arrays/"
 
 
 def _root_graph(obj: Any) -> Graph:

@@ -421,3 +421,13 @@ def test_gradient_of_a_while_loop_runs_natively():
             results[backend] = sess.run(outs, {ph[0]: np.array([0.1, 0.5, -1.0], np.float32)})
     for a, b in zip(results["interpreter"], results["cpu"]):
         np.testing.assert_allclose(b, a, rtol=1e-5)
+
+
+def test_arrays_with_an_equal_but_foreign_dtype_object_run():
+    import pickle
+    foreign = pickle.loads(pickle.dumps(np.arange(4, dtype=np.float32)))
+    assert foreign.dtype == np.float32 and foreign.dtype is not np.dtype(np.float32)
+    f = gc.function(lambda x: x * 2.0)
+    np.testing.assert_array_equal(f(foreign), np.arange(4) * 2.0)       # traced on it
+    np.testing.assert_array_equal(f(np.arange(4, dtype=np.float32)), np.arange(4) * 2.0)
+    np.testing.assert_array_equal(f(foreign), np.arange(4) * 2.0)

@@ -126,7 +126,7 @@ def test_passes_lists_the_pipeline_in_order(capsys):
 # ---- demo ---------------------------------------------------------------------------------------------
 def test_demo_runs_with_a_few_epochs(capsys):
     pytest.importorskip("sklearn")
-    assert cli.main(["demo", "--epochs", "1", "--backend", "interpreter"]) == 0
+    assert cli.main(["demo", "--epochs", "1", "--backend", "interpreter", "--no-export"]) == 0
     out = capsys.readouterr().out
     assert "epoch 1/1 [" in out and "final test accuracy" in out
 

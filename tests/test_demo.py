@@ -20,9 +20,9 @@ def test_basic_example_runs(capsys):
     assert "matches NumPy" in capsys.readouterr().out
 
 
-def test_train_mlp_reaches_95_percent(capsys):
+def test_train_mlp_reaches_95_percent(capsys, tmp_path):
     pytest.importorskip("sklearn")
-    accuracy = demo.main(["--backend", "interpreter"])
+    accuracy = demo.main(["--backend", "interpreter", "--export-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert accuracy >= 0.95, out
     assert out.count("test accuracy") == 16          # 15 epochs + the final line
@@ -31,15 +31,16 @@ def test_train_mlp_reaches_95_percent(capsys):
 
 def test_train_mlp_is_deterministic(capsys):
     pytest.importorskip("sklearn")
-    first = demo.main(["--epochs", "2", "--quiet", "--backend", "interpreter"])
-    second = demo.main(["--epochs", "2", "--quiet", "--backend", "interpreter"])
+    first = demo.main(["--epochs", "2", "--quiet", "--backend", "interpreter", "--no-export"])
+    second = demo.main(["--epochs", "2", "--quiet", "--backend", "interpreter", "--no-export"])
     assert first == second
     assert capsys.readouterr().out.count("final test accuracy") == 2
 
 
 def test_example_script_runs_the_packaged_demo(capsys, monkeypatch):
     pytest.importorskip("sklearn")
-    monkeypatch.setattr(sys, "argv", ["train_mlp.py", "--epochs", "1", "--quiet", "--backend", "interpreter"])
+    monkeypatch.setattr(sys, "argv", ["train_mlp.py", "--epochs", "1", "--quiet", "--backend", "interpreter",
+                                       "--no-export"])
     runpy.run_path(os.path.join(EXAMPLES, "train_mlp.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert out.startswith("final test accuracy") and "(1 epochs in" in out

@@ -345,7 +345,10 @@ class CpuExecutable:
             v = fixed[i]
             if not isinstance(v, np.ndarray) or v.shape != arg.shape or v.dtype != arg.dtype:
                 raise ExecutionError(f"native segment argument {i} is wrong: {cs.describe_bad_arg(i, v)}")
-            fixed[i] = np.array(v, dtype=arg.dtype, order="C", copy=True, subok=False)
+            # a contiguous copy, viewed with NumPy's own dtype object (an equal
+            # one from elsewhere, e.g. out of pickle, fails the native check)
+            copy = np.array(v, dtype=arg.dtype, order="C", copy=True, subok=False)
+            fixed[i] = copy.view(np.dtype(arg.dtype.name))
         return fixed
 
 
