@@ -55,8 +55,12 @@ GEMM_SYMBOLS = {np.dtype(np.float32): "graphc_sgemm",
                 np.dtype(np.float64): "graphc_dgemm"}
 BLAS_THREADS_SYMBOL = "graphc_blas_set_threads_local"
 # Multiply-adds one thread must get before a matmul is split across threads:
-# ~4-8 us of single-core gemm, against ~1-5 us for a parallel region.
-GEMM_MIN_WORK_PER_THREAD = 1 << 18
+# ~15-30 us of single-core gemm. A region costs ~1-5 us when every core is
+# free, but when another process holds a core the worker may wait a scheduler
+# tick: with 2^18 (the first choice) a 64x128x10 MLP gradient on the shared
+# 2-core machine had a median of 8.4 ms per call (min 0.11 ms); with 2^20 its
+# matmuls stay serial and the median is 0.084 ms.
+GEMM_MIN_WORK_PER_THREAD = 1 << 20
 
 _CAPSULE_NAMES = {np.dtype(np.float32): "sgemm", np.dtype(np.float64): "dgemm"}
 _IR_TYPES = {np.dtype(np.float32): ir.FloatType(), np.dtype(np.float64): ir.DoubleType(),
