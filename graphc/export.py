@@ -80,7 +80,8 @@ def _compiler() -> str:
 
 def export_graph(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tensor], directory: str,
                  name: str = "fn", *, shapes: Optional[Sequence[Sequence[int]]] = None,
-                 variables: Optional[Dict[str, np.ndarray]] = None, input_names: Optional[Sequence[str]] = None,
+                 variables: Optional[Dict[str, np.ndarray]] = None, variables_as: str = "constants",
+                 input_names: Optional[Sequence[str]] = None,
                  output_names: Optional[Sequence[str]] = None, cpu: Optional[str] = None,
                  optimize: bool = True) -> ExportedFunction:
     """Compile ``outputs`` as a function of ``inputs`` (placeholders of
@@ -88,7 +89,10 @@ def export_graph(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tenso
 
     ``shapes``: one concrete shape per input (default: their static shapes,
     which must then be fully known). ``variables``: values of the variables
-    the outputs read, frozen into the library as constants. ``cpu``: target
+    the outputs read. ``variables_as="constants"`` freezes them into the
+    library; ``"inputs"`` makes each variable read an extra input of the C
+    function, after the graph inputs, in variable-name order (the header
+    names them), so the caller can pass updated parameters. ``cpu``: target
     CPU name for LLVM (default: this machine's CPU with its features; use
     e.g. ``"x86-64-v3"`` for a library other machines run). Raises
     ExportError, before writing anything, when a shape is unknown, an op
@@ -103,6 +107,8 @@ def export_graph(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tenso
     from .passes import extract, run_pipeline
 
     name = _c_name(name)
+    if variables_as not in ("constants", "inputs"):
+        raise ExportError(f"variables_as must be 'constants' or 'inputs', got {variables_as!r}")
     cc = _compiler()
     inputs, outputs = list(inputs), list(outputs)
     for t in inputs:
@@ -141,12 +147,22 @@ def export_graph(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tenso
         segments = [s for s in layout.steps if isinstance(s, Segment)]
         if any(isinstance(s, HostStep) for s in layout.steps) or len(segments) > 1:
             raise ExportError(f"cannot export {name}: the program does not compile to a single native function")
+        seg = segments[0] if segments else None
+        var_inputs: List[Tuple[str, np.dtype, Tuple[int, ...]]] = []
+        if variables_as == "inputs" and seg is not None:
+            seen = {}
+            for a in seg.args:
+                kind, what = a.source
+                if kind in ("start", "current") and what not in seen:
+                    seen[what] = (what, a.dtype, tuple(a.shape))
+            var_inputs = [seen[v] for v in sorted(seen)]
         module = ir.Module(name=name)
-        core = emit_core(module, segments[0], layout, f"graphc.{name}") if segments else None
-        _emit_wrapper(module, name, program, segments[0] if segments else None, core, layout, variables or {},
-                      _constant_global)
+        core = emit_core(module, seg, layout, f"graphc.{name}") if seg is not None else None
+        _emit_wrapper(module, name, program, seg, core, layout, variables or {}, _constant_global,
+                      [v for v, _, _ in var_inputs])
     in_specs = [(n, t.dtype, tuple(s)) for n, t, s in zip(input_names or [t.op.name for t in inputs],
                                                           program.feeds, shapes)]
+    in_specs += [(f"variable {v}", dt, shape) for v, dt, shape in var_inputs]
     out_specs = [(n, t.dtype, tuple(t.shape)) for n, t in zip(output_names or [f"out{i}" for i in range(len(outputs))],
                                                              program.fetches)]
     _emit_describe(module, name, in_specs, out_specs)
@@ -156,10 +172,11 @@ def export_graph(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tenso
 
 def export(fetches: Any, feeds: Sequence[Tensor], directory: str, name: str = "fn", *,
            session: Any = None, shapes: Optional[Sequence[Sequence[int]]] = None,
-           cpu: Optional[str] = None) -> ExportedFunction:
+           variables_as: str = "constants", cpu: Optional[str] = None) -> ExportedFunction:
     """Session-style export: ``fetches`` (a Tensor or a list of them) as a
     function of the placeholders ``feeds``. Variables the fetches read are
-    frozen at their values in ``session`` (default: the default session)."""
+    frozen at their values in ``session`` (default: the default session), or
+    become extra inputs with ``variables_as="inputs"``."""
     from .session import get_default_session
     outputs = [fetches] if isinstance(fetches, Tensor) else list(fetches)
     if not outputs or not all(isinstance(t, Tensor) for t in outputs):
@@ -168,15 +185,16 @@ def export(fetches: Any, feeds: Sequence[Tensor], directory: str, name: str = "f
     session = session or get_default_session()
     values = dict(session._store.values) if session is not None and session.graph is graph else {}
     return export_graph(graph, list(feeds), outputs, directory, name, shapes=shapes, variables=values,
-                        output_names=[t.name for t in outputs], cpu=cpu)
+                        variables_as=variables_as, output_names=[t.name for t in outputs], cpu=cpu)
 
 
 # ---- code -----------------------------------------------------------------------------
 def _emit_wrapper(module: ir.Module, name: str, program, seg, core, layout, variables: Dict[str, np.ndarray],
-                  constant_global) -> None:
+                  constant_global, var_inputs: Sequence[str] = ()) -> None:
     from .backends.cpu import abi
     from .codegen.parallel import entry_alloca
-    n_in, n_out = len(program.feeds), len(program.fetches)
+    n_in, n_out = len(program.feeds) + len(var_inputs), len(program.fetches)
+    var_input_pos = {v: len(program.feeds) + k for k, v in enumerate(var_inputs)}
     fn = ir.Function(module, ir.FunctionType(_I32, [_PTR] * (n_in + n_out)), name=name)
     fn.attributes.add("nounwind")
     ins, outs = list(fn.args[:n_in]), list(fn.args[n_in:])
@@ -252,6 +270,8 @@ def _emit_wrapper(module: ir.Module, name: str, program, seg, core, layout, vari
                 if what not in feed_pos:
                     raise ExportError(f"{name}: {what.name} is read but neither fed nor computed")
                 ptr = ins[feed_pos[what]]
+            elif kind in ("start", "current") and what in var_input_pos:
+                ptr = ins[var_input_pos[what]]
             elif kind in ("start", "current"):
                 if what not in variables:
                     raise ExportError(f"{name} reads variable {what!r}; pass its value (variables=) to freeze it")

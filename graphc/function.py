@@ -193,11 +193,13 @@ class CompiledFunction:
             self._by_arrays[key] = self._last
         return result
 
-    def export(self, directory: str, name: str = "fn", *, cpu: Optional[str] = None) -> Any:
+    def export(self, directory: str, name: str = "fn", *, variables_as: str = "constants",
+               cpu: Optional[str] = None) -> Any:
         """Write ``directory/<name>.so`` and ``<name>.h``: this function (its
         most recent trace, or its input_signature) as a C function, inputs in
         argument order, outputs flattened in result order (graphc/export.py).
-        Variables are frozen at their current values."""
+        Variables are frozen at their current values, or become extra inputs
+        with ``variables_as="inputs"``."""
         from .export import export_graph
         if self._last is None:
             raise InvalidArgumentError(f"{self.__name__} has not been traced yet: call it once or give "
@@ -205,7 +207,8 @@ class CompiledFunction:
         trace = self._last
         names = [t.op.name for t in trace.inputs]
         return export_graph(trace.graph, trace.inputs, trace.outputs, directory, name,
-                            variables=dict(trace.session._store.values), input_names=names, cpu=cpu)
+                            variables=dict(trace.session._store.values), variables_as=variables_as,
+                            input_names=names, cpu=cpu)
 
     def __reduce__(self) -> Tuple[Any, ...]:
         """Pickle the traced graphs, not the Python function: each trace's

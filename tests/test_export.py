@@ -212,3 +212,30 @@ def test_export_names_must_be_c_identifiers(tmp_path):
     f = gc.function(lambda x: x + 1.0, input_signature=[gc.TensorSpec([2])])
     with pytest.raises(ExportError, match="C identifier"):
         f.export(str(tmp_path), "not-a-name")
+
+
+@needs_cc
+def test_variables_can_be_inputs_of_the_exported_function(tmp_path):
+    g = gc.Graph()
+    with g.as_default():
+        x = gc.placeholder(gc.float32, [2, 3], name="x")
+        w = gc.Variable(np.ones((3, 4), np.float32), name="w")
+        b = gc.Variable(np.zeros(4, np.float32), name="b")
+        y = gc.matmul(x, w) + b
+        with gc.Session(g) as sess:
+            sess.run(gc.global_variables_initializer())
+            exported = gc.export(y, [x], str(tmp_path / "lib"), "params", session=sess, variables_as="inputs")
+    assert [n for n, _, _ in exported.inputs] == ["x", "variable b", "variable w"]
+    header = open(exported.header).read()
+    assert "variable b, float32[4]" in header and "PARAMS_NUM_INPUTS 3" in header
+    rng = np.random.default_rng(0)
+    xv, bv, wv = (rng.standard_normal(s).astype(np.float32) for s in [(2, 3), (4,), (3, 4)])
+    lib = gc.load_library(exported.library)
+    np.testing.assert_allclose(lib(xv, bv, wv), xv @ wv + bv, rtol=1e-6)
+    np.testing.assert_allclose(_run_driver(exported, [xv, bv, wv], str(tmp_path))[0], xv @ wv + bv, rtol=1e-6)
+
+
+def test_variables_as_must_be_known(tmp_path):
+    f = gc.function(lambda x: x + 1.0, input_signature=[gc.TensorSpec([2])])
+    with pytest.raises(ExportError, match="variables_as"):
+        f.export(str(tmp_path), "f", variables_as="frozen")
