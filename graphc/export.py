@@ -83,7 +83,7 @@ def export_graph(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tenso
                  variables: Optional[Dict[str, np.ndarray]] = None, variables_as: str = "constants",
                  input_names: Optional[Sequence[str]] = None,
                  output_names: Optional[Sequence[str]] = None, cpu: Optional[str] = None,
-                 optimize: bool = True) -> ExportedFunction:
+                 triple: Optional[str] = None, optimize: bool = True) -> ExportedFunction:
     """Compile ``outputs`` as a function of ``inputs`` (placeholders of
     ``graph``) into ``directory/<name>.so`` and ``directory/<name>.h``.
 
@@ -94,7 +94,11 @@ def export_graph(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tenso
     function, after the graph inputs, in variable-name order (the header
     names them), so the caller can pass updated parameters. ``cpu``: target
     CPU name for LLVM (default: this machine's CPU with its features; use
-    e.g. ``"x86-64-v3"`` for a library other machines run). Raises
+    e.g. ``"x86-64-v3"`` for a library other machines run). ``triple``: an
+    LLVM target triple other than this machine's (cross-compiling): then
+    ``directory/<name>.o`` is written instead of the ``.so``, for the
+    target's own toolchain to link (``cc -shared -o <name>.so <name>.o
+    -lm``). Raises
     ExportError, before writing anything, when a shape is unknown, an op
     cannot be exported or no C compiler is found.
     """
@@ -109,7 +113,9 @@ def export_graph(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tenso
     name = _c_name(name)
     if variables_as not in ("constants", "inputs"):
         raise ExportError(f"variables_as must be 'constants' or 'inputs', got {variables_as!r}")
-    cc = _compiler()
+    host_triple = llvm.get_process_triple()
+    cross = triple is not None and triple != host_triple
+    cc = None if cross else _compiler()
     inputs, outputs = list(inputs), list(outputs)
     for t in inputs:
         if t.op.type != "placeholder":
@@ -166,13 +172,14 @@ def export_graph(graph: Graph, inputs: Sequence[Tensor], outputs: Sequence[Tenso
     out_specs = [(n, t.dtype, tuple(t.shape)) for n, t in zip(output_names or [f"out{i}" for i in range(len(outputs))],
                                                              program.fetches)]
     _emit_describe(module, name, in_specs, out_specs)
-    obj = _object_code(module, cpu)
+    obj = _object_code(module, cpu, triple if cross else None)
     return _write(directory, name, obj, _header(name, in_specs, out_specs), cc, in_specs, out_specs)
 
 
 def export(fetches: Any, feeds: Sequence[Tensor], directory: str, name: str = "fn", *,
            session: Any = None, shapes: Optional[Sequence[Sequence[int]]] = None,
-           variables_as: str = "constants", cpu: Optional[str] = None) -> ExportedFunction:
+           variables_as: str = "constants", cpu: Optional[str] = None,
+           triple: Optional[str] = None) -> ExportedFunction:
     """Session-style export: ``fetches`` (a Tensor or a list of them) as a
     function of the placeholders ``feeds``. Variables the fetches read are
     frozen at their values in ``session`` (default: the default session), or
@@ -185,7 +192,8 @@ def export(fetches: Any, feeds: Sequence[Tensor], directory: str, name: str = "f
     session = session or get_default_session()
     values = dict(session._store.values) if session is not None and session.graph is graph else {}
     return export_graph(graph, list(feeds), outputs, directory, name, shapes=shapes, variables=values,
-                        variables_as=variables_as, output_names=[t.name for t in outputs], cpu=cpu)
+                        variables_as=variables_as, output_names=[t.name for t in outputs], cpu=cpu,
+                        triple=triple)
 
 
 # ---- code -----------------------------------------------------------------------------
@@ -366,15 +374,24 @@ def _emit_describe(module: ir.Module, name: str, in_specs, out_specs) -> None:
     b.branch(bad)
 
 
-def _object_code(module: ir.Module, cpu: Optional[str]) -> bytes:
+def _object_code(module: ir.Module, cpu: Optional[str], triple: Optional[str] = None) -> bytes:
     from .codegen import jit
     jit.initialize()
-    target = llvm.Target.from_default_triple()
-    if cpu is None:
-        tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                                          opt=3, reloc="pic", codemodel="default")
+    if triple is not None:
+        llvm.initialize_all_targets()
+        llvm.initialize_all_asmprinters()
+        try:
+            target = llvm.Target.from_triple(triple)
+        except RuntimeError as exc:
+            raise ExportError(f"LLVM cannot target {triple!r}: {exc}") from None
+        tm = target.create_target_machine(cpu=cpu or "generic", opt=3, reloc="pic", codemodel="default")
+    elif cpu is None:
+        tm = llvm.Target.from_default_triple().create_target_machine(
+            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3, reloc="pic",
+            codemodel="default")
     else:
-        tm = target.create_target_machine(cpu=cpu, opt=3, reloc="pic", codemodel="default")
+        tm = llvm.Target.from_default_triple().create_target_machine(cpu=cpu, opt=3, reloc="pic",
+                                                                     codemodel="default")
     try:
         llmod = llvm.parse_assembly(str(module))
         llmod.triple = tm.triple
@@ -427,22 +444,26 @@ def _header(name: str, in_specs, out_specs) -> str:
     return "\n".join(lines)
 
 
-def _write(directory: str, name: str, obj: bytes, header: str, cc: str, in_specs, out_specs) -> ExportedFunction:
-    """Link and move into place; on any failure nothing is left behind."""
+def _write(directory: str, name: str, obj: bytes, header: str, cc: Optional[str], in_specs,
+           out_specs) -> ExportedFunction:
+    """Link (unless cross-compiling: ``cc`` None keeps the object file) and
+    move into place; on any failure nothing is left behind."""
     os.makedirs(directory, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{name}.", dir=directory)
     try:
         obj_path = os.path.join(work, f"{name}.o")
         with open(obj_path, "wb") as f:
             f.write(obj)
-        lib_tmp = os.path.join(work, f"{name}.so")
-        proc = subprocess.run([cc, "-shared", "-o", lib_tmp, obj_path, "-lm"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ExportError(f"linking {name}.so with {cc} failed:\n{proc.stderr.strip()}")
+        lib_tmp = obj_path
+        if cc is not None:
+            lib_tmp = os.path.join(work, f"{name}.so")
+            proc = subprocess.run([cc, "-shared", "-o", lib_tmp, obj_path, "-lm"], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ExportError(f"linking {name}.so with {cc} failed:\n{proc.stderr.strip()}")
         header_tmp = os.path.join(work, f"{name}.h")
         with open(header_tmp, "w") as f:
             f.write(header)
-        library = os.path.join(directory, f"{name}.so")
+        library = os.path.join(directory, os.path.basename(lib_tmp))
         header_path = os.path.join(directory, f"{name}.h")
         os.replace(lib_tmp, library)
         os.replace(header_tmp, header_path)

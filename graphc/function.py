@@ -194,7 +194,7 @@ class CompiledFunction:
         return result
 
     def export(self, directory: str, name: str = "fn", *, variables_as: str = "constants",
-               cpu: Optional[str] = None) -> Any:
+               cpu: Optional[str] = None, triple: Optional[str] = None) -> Any:
         """Write ``directory/<name>.so`` and ``<name>.h``: this function (its
         most recent trace, or its input_signature) as a C function, inputs in
         argument order, outputs flattened in result order (graphc/export.py).
@@ -208,7 +208,7 @@ class CompiledFunction:
         names = [t.op.name for t in trace.inputs]
         return export_graph(trace.graph, trace.inputs, trace.outputs, directory, name,
                             variables=dict(trace.session._store.values), variables_as=variables_as,
-                            input_names=names, cpu=cpu)
+                            input_names=names, cpu=cpu, triple=triple)
 
     def __reduce__(self) -> Tuple[Any, ...]:
         """Pickle the traced graphs, not the Python function: each trace's

@@ -239,3 +239,13 @@ def test_variables_as_must_be_known(tmp_path):
     f = gc.function(lambda x: x + 1.0, input_signature=[gc.TensorSpec([2])])
     with pytest.raises(ExportError, match="variables_as"):
         f.export(str(tmp_path), "f", variables_as="frozen")
+
+
+def test_cross_compiling_writes_an_object_file(tmp_path):
+    f = gc.function(lambda x: gc.exp(x) * 2.0, input_signature=[gc.TensorSpec([8])])
+    exported = f.export(str(tmp_path), "arm", triple="aarch64-unknown-linux-gnu")
+    assert exported.library.endswith("arm.o") and os.path.exists(exported.header)
+    with open(exported.library, "rb") as fh:
+        elf = fh.read(20)
+    assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 183     # EM_AARCH64
+    assert not (tmp_path / "arm.so").exists()
