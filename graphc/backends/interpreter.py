@@ -30,6 +30,17 @@ class VariableStore:
         self.random_op_counts.clear()
 
 
+def lookup_variable(values: Dict[str, np.ndarray], var: str) -> np.ndarray:
+    """``values[var]``, or the error every backend gives for a variable read
+    before its initializer ran."""
+    try:
+        return values[var]
+    except KeyError:
+        raise UninitializedVariableError(
+            f"variable {var!r} is read before it was initialized; run its initializer "
+            "(gc.global_variables_initializer()) first") from None
+
+
 class RunContext:
     """What stateful and control-flow ops see while one run executes."""
 
@@ -46,14 +57,7 @@ class RunContext:
     def read_frame_value(self, var: str) -> np.ndarray:
         return self._lookup(self._frames[-1], var)
 
-    @staticmethod
-    def _lookup(values: Dict[str, np.ndarray], var: str) -> np.ndarray:
-        try:
-            return values[var]
-        except KeyError:
-            raise UninitializedVariableError(
-                f"variable {var!r} is read before it was initialized; run its initializer "
-                "(gc.global_variables_initializer()) first") from None
+    _lookup = staticmethod(lookup_variable)
 
     def read_variable(self, var: str) -> np.ndarray:
         return self._lookup(self.store.values, var)

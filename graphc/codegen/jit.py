@@ -27,7 +27,6 @@ import hashlib
 import os
 import re
 import struct
-import tempfile
 import threading
 import time
 import zlib
@@ -38,6 +37,7 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from ..dump import _log_of, add_artifact, add_timing
+from ..files import atomic_write
 from ..errors import CompileError
 
 __all__ = ["CACHE_ENV", "load_cached_module", "CODEGEN_VERSION", "CompiledModule", "UNROLL_LOOPS", "cache_directory", "cache_key",
@@ -317,24 +317,12 @@ def _write_entry(directory: str, key: str, obj: bytes, optimized_ir: str) -> Non
     payload = obj + ir_blob
     header = _HEADER.pack(_ENTRY_MAGIC, bytes.fromhex(key), len(obj), len(ir_blob),
                           hashlib.sha256(payload).digest())
-    tmp = None
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(payload)
-        os.replace(tmp, _entry_path(directory, key))
-        tmp = None
+        atomic_write(_entry_path(directory, key), lambda f: (f.write(header), f.write(payload)), durable=False)
         _count("writes")
     except OSError as exc:
         _count("errors", exc)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _load_object(obj: bytes) -> "llvm.ExecutionEngine":

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
+from ..files import atomic_write
 from ..errors import DTypeError, GraphFormatError, GraphMismatchError, InvalidArgumentError, ShapeError
 from ..errors import UninitializedVariableError
 
@@ -30,38 +30,8 @@ _FORMAT = "graphc.checkpoint"
 _VERSION = 1
 
 
-def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
-    """Write ``path`` through ``write(fileobj)`` so that it appears complete
-    or not at all; the temporary file is removed on any failure."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+# one implementation of atomic writes (graphc/files.py); the name stays for callers
+_atomic_write = atomic_write
 
 
 def _data_path(prefix: str) -> str:

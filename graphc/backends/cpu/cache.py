@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from ...codegen import jit
 from ...dump import add_timing
+from ...files import atomic_write
 
 MANIFEST_VERSION = "graphc-cpu-executable-1"
 _SUBDIR = "executables"
@@ -80,10 +80,12 @@ def store(key: str, executable: Any) -> None:
     manifest["ir_key"] = module.cache_key
     try:
         os.makedirs(directory, exist_ok=True)
-        _atomic(os.path.join(directory, key + ".npz"),
-                lambda f: np.savez(f, **{f"c{k}": c for k, c in enumerate(executable.constants)}))
+        atomic_write(os.path.join(directory, key + ".npz"),
+                     lambda f: np.savez(f, **{f"c{k}": c for k, c in enumerate(executable.constants)}),
+                     durable=False)
         # the manifest goes last: its presence means the entry is complete
-        _atomic(os.path.join(directory, key + ".json"), lambda f: f.write(json.dumps(manifest).encode()))
+        atomic_write(os.path.join(directory, key + ".json"), lambda f: f.write(json.dumps(manifest).encode()),
+                     durable=False)
     except OSError:
         return
 
@@ -119,18 +121,3 @@ def load(key: str, program: Any) -> Optional[Any]:
         return None
     add_timing("cpu: executable cache hit", time.perf_counter() - start)
     return executable
-
-
-def _atomic(path: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

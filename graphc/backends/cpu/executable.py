@@ -19,23 +19,15 @@ import numpy as np
 from ... import shapes as _shapes
 from ...codegen import jit
 from ...dump import add_timing
-from ...errors import CompileError, ExecutionError, UninitializedVariableError
+from ...errors import CompileError, ExecutionError
 from ...graph import Operation, Tensor
 from ..interpreter import RunContext, VariableStore, execute_op
+from ..interpreter import lookup_variable as _lookup
 from . import abi
 from .entry import emit_segment
 from .segments import Arg, HostStep, Layout, NativeOp, Segment, classify, plan_layout
 
 __all__ = ["CpuExecutable"]
-
-
-def _lookup(values: Dict[str, np.ndarray], var: str) -> np.ndarray:
-    try:
-        return values[var]
-    except KeyError:
-        raise UninitializedVariableError(
-            f"variable {var!r} is read before it was initialized; run its initializer "
-            "(gc.global_variables_initializer()) first") from None
 
 
 class _CompiledSegment:
