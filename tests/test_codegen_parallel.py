@@ -269,3 +269,42 @@ def test_forked_child_runs_single_threaded(fill, threads):
         time.sleep(0.05)
     assert os.read(read, 100).decode() == "1 [0]"
     os.close(read)
+
+
+def test_thread_chooser_runs_with_the_faster_setting_and_keeps_probing():
+    if P.parallel_runtime() != "gomp":
+        pytest.skip("no libgomp: one thread only")
+    before = P.num_threads()
+    try:
+        P.set_num_threads(2)
+        chooser = P.ThreadChooser()
+        cost = {2: 1.0, 1: 3.0}                       # two threads faster: an idle machine
+
+        def call():
+            n = chooser.begin()
+            assert P._num_threads_cell.value == n
+            chooser.end(n, cost[n])
+            assert P._num_threads_cell.value == 2     # the configured count is restored
+            return n
+
+        used = [call() for _ in range(64)]
+        assert used[:2] == [2, 1]                      # both settings timed first
+        assert used[2:].count(2) > 55 and 1 in used[2:]  # then the faster, with probes of the other
+        cost = {2: 7.0, 1: 1.0}                       # another process takes a core
+        used = [call() for _ in range(64)]
+        assert used[-32:].count(1) > 28               # follows the machine
+        assert P.num_threads() == 2
+    finally:
+        P.set_num_threads(before)
+
+
+def test_thread_chooser_is_idle_with_one_configured_thread():
+    before = P.num_threads()
+    try:
+        P.set_num_threads(1)
+        chooser = P.ThreadChooser()
+        assert chooser.begin() == 1
+        chooser.end(1, 1.0)
+        assert chooser.seconds == {} and P.num_threads() == 1
+    finally:
+        P.set_num_threads(before)

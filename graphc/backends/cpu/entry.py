@@ -60,6 +60,9 @@ class _SegmentEmitter:
         self.arena = abi.ctx_slot(b, self.ctx, abi.CTX_ARENA)
         # subgraph arguments bound while a cond branch / loop body is emitted
         self.bound: Dict[Tensor, ir.Value] = {}
+        # whether the code may open parallel regions (the executable then
+        # chooses its thread count per call: codegen.parallel.ThreadChooser)
+        self.parallel = False
 
     def pointer(self, t: Tensor) -> ir.Value:
         # Made at the point of use (not cached): a use inside a loop body or a
@@ -214,6 +217,7 @@ class _SegmentEmitter:
         outer = split_loop(kernel)
         total = _work(kernel)
         if outer is not None and total >= 2 * MIN_ELEMENTS_PER_THREAD:
+            self.parallel = True
             fn = emit_kernel(self.module, kernel, noalias=not in_place, split=True)
             body = self._range_body(fn, len(ptrs))
             b = self.b
@@ -260,6 +264,8 @@ class _SegmentEmitter:
             kwargs["batch_shape"] = list(batch)
             kwargs["a_batch_strides"] = _batch_strides(a_shape, batch)
             kwargs["b_batch_strides"] = _batch_strides(b_shape, batch)
+        if m * nn * k * max(1, int(np.prod(batch, dtype=np.int64))) >= 2 * blas.GEMM_MIN_WORK_PER_THREAD:
+            self.parallel = True
         blas.emit_matmul(self.b, out.dtype, self.pointer(a), self.pointer(bt), self.pointer(out), m, nn, k,
                          transpose_a=ta, transpose_b=tb, **kwargs)
 
@@ -317,6 +323,7 @@ def emit_core(module: ir.Module, seg: Segment, layout: Layout, symbol: str) -> i
     """The segment's ops as ``void <symbol>.core(ptr ctx, ptr data)``."""
     em = _SegmentEmitter(module, seg, layout, symbol)
     em.emit()
+    seg.parallel = em.parallel
     return em.fn
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ... import shapes as _shapes
 from ...codegen import jit
+from ...codegen.parallel import ThreadChooser
 from ...dump import add_timing
 from ...errors import CompileError, ExecutionError
 from ...graph import Operation, Tensor
@@ -41,6 +42,20 @@ class _CompiledSegment:
         self.n_inputs = len(self.inputs)
         # variable updates to commit after a call: (variable, argument index)
         self.commits = [(var, seg.where[t][1]) for var, t in seg.commits]
+        self.chooser = ThreadChooser() if seg.parallel else None
+
+    def call(self, context_address: int, args: List[Any]) -> int:
+        """One native call; the thread count is chosen per call when the code
+        has parallel regions."""
+        chooser = self.chooser
+        if chooser is None:
+            return self.fn(context_address, args)
+        threads = chooser.begin()
+        start = time.perf_counter()
+        try:
+            return self.fn(context_address, args)
+        finally:
+            chooser.end(threads, time.perf_counter() - start)
 
     def describe_bad_arg(self, index: int, value: Any) -> str:
         arg = self.seg.args[index]
@@ -139,7 +154,7 @@ class CpuExecutable:
                 return None
         return {"symbol": cs.seg.symbol, "args": args, "commits": [list(c) for c in cs.commits],
                 "fetches": fetches, "arena_bytes": self.arena_bytes, "native_ops": self.native_ops,
-                "blas": self.uses_blas}
+                "blas": self.uses_blas, "parallel": cs.seg.parallel}
 
     @classmethod
     def restore(cls, program: Any, manifest: Dict[str, Any], constants: List[np.ndarray],
@@ -159,7 +174,7 @@ class CpuExecutable:
             kind, ref = a["kind"], a["ref"]
             source = ("tensor", self.feeds[ref]) if kind == "tensor" else (kind, ref)
             args.append(Arg(source, np.dtype(a["dtype"]), tuple(a["shape"])))
-        seg = Segment([], args, symbol=manifest["symbol"])
+        seg = Segment([], args, symbol=manifest["symbol"], parallel=bool(manifest["parallel"]))
         for j, (kind, index) in enumerate(manifest["fetches"]):
             if kind != "feed":
                 seg.exports.append((self.fetches[j], (kind, int(index))))
@@ -222,13 +237,13 @@ class CpuExecutable:
                 args.append(_lookup(store.values, what))
         outputs = [np.empty(shape, dtype) for shape, dtype in cs.outputs]
         args.extend(outputs)
-        rc = cs.fn(self.context_address, args)
+        rc = cs.call(self.context_address, args)
         if rc < 0:
             raise ExecutionError(f"native segment {seg.symbol} got {len(args)} arguments, "
                                  f"expected {len(seg.args)}")
         if rc:
             args = self._fix_args(cs, args, rc)
-            rc = cs.fn(self.context_address, args)
+            rc = cs.call(self.context_address, args)
             if rc:
                 raise ExecutionError(f"native segment rejected argument {rc - 1}: "
                                      f"{cs.describe_bad_arg(rc - 1, args[rc - 1])}")
@@ -287,7 +302,7 @@ class CpuExecutable:
         fresh = [kind == "out" for kind, _, _ in fetch_from]
         commits = [(var, index - n_in) for var, index in cs.commits]
         out_specs = cs.outputs
-        fn, ctx_address = cs.fn, self.context_address
+        fn, ctx_address = (cs.fn if cs.chooser is None else cs.call), self.context_address
         values = store.values
         all_feeds = all(k == 0 for k, _ in getters)
         feed_index = [i for _, i in getters]

@@ -89,6 +89,7 @@ class Segment:
     # ("const", k); a view of it when the tensor's shape differs
     exports: List[Tuple[Tensor, Tuple[str, int]]] = field(default_factory=list)
     symbol: str = ""
+    parallel: bool = False          # its code may open parallel regions (set when emitted)
 
     def inputs(self) -> List[Arg]:
         return [a for a in self.args if not a.is_output]
