@@ -11,6 +11,8 @@ from typing import Callable, Dict
 from ..errors import CompileError
 
 _BACKENDS: Dict[str, Callable[[], object]] = {}
+# why a built-in backend is not registered on this machine (named in get_backend's error)
+_UNAVAILABLE: Dict[str, str] = {}
 
 
 def register_backend(name: str, factory: Callable[[], object]) -> None:
@@ -27,8 +29,9 @@ def get_backend(name: str):
     try:
         factory = _BACKENDS[name]
     except KeyError:
-        raise CompileError(f"backend {name!r} is not available; available backends: "
-                           f"{', '.join(available_backends())}") from None
+        raise CompileError(f"backend {name!r} is not available"
+                           + (f" ({_UNAVAILABLE[name]})" if name in _UNAVAILABLE else "")
+                           + f"; available backends: {', '.join(available_backends())}") from None
     return factory()
 
 
@@ -38,6 +41,12 @@ def _register_builtin() -> None:
     from . import cpu
     if cpu.available():
         register_backend("cpu", cpu.CpuBackend)
+    # only with a usable CUDA driver and GPU, so "auto" and the test suites never pick it by accident
+    from . import ptx
+    if ptx.available():
+        register_backend("ptx", ptx.PtxBackend)
+    else:
+        _UNAVAILABLE["ptx"] = ptx.unavailable_reason() or "no usable CUDA driver or GPU"
 
 
 _register_builtin()
