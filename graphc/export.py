@@ -392,18 +392,7 @@ def _object_code(module: ir.Module, cpu: Optional[str], triple: Optional[str] = 
     else:
         tm = llvm.Target.from_default_triple().create_target_machine(cpu=cpu, opt=3, reloc="pic",
                                                                      codemodel="default")
-    try:
-        llmod = llvm.parse_assembly(str(module))
-        llmod.triple = tm.triple
-        llmod.data_layout = str(tm.target_data)
-        llmod.verify()
-    except RuntimeError as exc:
-        raise CompileError(f"export: LLVM rejected the generated IR: {exc}") from exc
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(llmod, pb)
+    llmod = jit.optimize_module(module, tm, name="export", opt=3, vectorize=True)
     return tm.emit_object(llmod)
 
 

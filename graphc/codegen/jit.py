@@ -40,7 +40,7 @@ from ..dump import _log_of, add_artifact, add_timing
 from ..files import atomic_write
 from ..errors import CompileError
 
-__all__ = ["CACHE_ENV", "load_cached_module", "CODEGEN_VERSION", "CompiledModule", "UNROLL_LOOPS", "cache_directory", "cache_key",
+__all__ = ["CACHE_ENV", "load_cached_module", "optimize_module", "CODEGEN_VERSION", "CompiledModule", "UNROLL_LOOPS", "cache_directory", "cache_key",
            "cache_stats", "compile_module", "host_target_machine", "initialize"]
 
 llvmlite.ir_layer_typed_pointers_enabled = False
@@ -427,6 +427,28 @@ def compile_module(module: Union[ir.Module, str], *, name: str = "graphc", opt: 
     compiled = CompiledModule(name, engine, optimized, timings)
     compiled.cache_key = key if len(objects) == 1 else None
     return _finish(compiled, text)
+
+
+def optimize_module(module: Union[ir.Module, str], tm: "llvm.TargetMachine", *, name: str, opt: int = 3,
+                    vectorize: bool = True, unroll: bool = False) -> "llvm.ModuleRef":
+    """Parse ``module`` for ``tm``'s target, verify it and run the new pass
+    manager's pipeline at ``opt`` (loop and SLP vectorizers per
+    ``vectorize``): the part every backend (JIT, export, PTX) shares."""
+    try:
+        llmod = llvm.parse_assembly(str(module))
+        llmod.triple = tm.triple
+        llmod.data_layout = str(tm.target_data)
+        llmod.verify()
+    except RuntimeError as exc:
+        raise CompileError(f"module {name}: LLVM rejected the generated IR: {exc}") from exc
+    if opt > 0:
+        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pto.loop_vectorization = vectorize
+        pto.slp_vectorization = vectorize
+        pto.loop_unrolling = unroll
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(llmod, pb)
+    return llmod
 
 
 def load_cached_module(key: str, name: str = "graphc") -> Optional[CompiledModule]:

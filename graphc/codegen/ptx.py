@@ -64,6 +64,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..dump import add_artifact, add_timing
+from . import jit
 from ..errors import CompileError
 from ..lowering import loop_ir as L
 from ..lowering.split_reduction import _substitute, split_reduction
@@ -601,17 +602,8 @@ def compile_ptx(kernels: Sequence[L.Kernel], arch: Optional[str] = None, *, name
 
     start = time.perf_counter()
     text = str(module)
-    try:
-        llmod = llvm.parse_assembly(text)
-        llmod.verify()
-    except RuntimeError as exc:
-        raise CompileError(f"module {name}: LLVM rejected the generated NVPTX IR: {exc}") from exc
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
     # no vector loops: a GPU thread runs one iteration, and NVPTX has no wide vector registers
-    pto.loop_vectorization = False
-    pto.slp_vectorization = False
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(llmod, pb)
+    llmod = jit.optimize_module(text, tm, name=f"{name} (NVPTX)", opt=3, vectorize=False)
     timings["ptx: optimize"] = time.perf_counter() - start
     start = time.perf_counter()
     ptx = tm.emit_assembly(llmod)
