@@ -431,3 +431,28 @@ def test_arrays_with_an_equal_but_foreign_dtype_object_run():
     np.testing.assert_array_equal(f(foreign), np.arange(4) * 2.0)       # traced on it
     np.testing.assert_array_equal(f(np.arange(4, dtype=np.float32)), np.arange(4) * 2.0)
     np.testing.assert_array_equal(f(foreign), np.arange(4) * 2.0)
+
+
+def test_variable_buffers_are_reused_only_when_nobody_else_holds_them():
+    import weakref
+    g = gc.Graph()
+    with g.as_default():
+        v = gc.Variable(np.zeros(1000, np.float32))
+        step = v.assign_add(np.ones(1000, np.float32))
+        init = gc.global_variables_initializer()
+    with _session(g) as sess:
+        sess.run(init)
+        (name,) = sess._store.values
+        sess.run(step)
+        sess.run(step)
+        second = weakref.ref(sess._store.values[name])      # not a holder
+        sess.run(step)
+        sess.run(step)
+        assert sess._store.values[name] is second()          # its buffer came back two updates later
+        held = sess._store.values[name]                      # now someone holds the value
+        sess.run(step)
+        sess.run(step)
+        sess.run(step)
+        np.testing.assert_array_equal(held, 4.0)             # never written again
+        np.testing.assert_array_equal(sess.run(v), 7.0)
+        assert not held.flags.writeable
