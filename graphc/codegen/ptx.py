@@ -67,7 +67,7 @@ from ..dump import add_artifact, add_timing
 from . import jit
 from ..errors import CompileError
 from ..lowering import loop_ir as L
-from ..lowering.split_reduction import _substitute, split_reduction
+from ..lowering.split_reduction import substitute_var, split_reduction
 from .llvm_cpu import emit_kernel, memory_type, split_loop
 
 __all__ = ["DEFAULT_ARCH", "BLOCK_SIZE", "TRIPLE", "BufferRef", "Launch", "PtxKernel", "PtxModule",
@@ -233,7 +233,7 @@ def collapse_parallel_nest(kernel: L.Kernel) -> L.Kernel:
         flat_name += "_"
     point = L.unravel(L.IVar(flat_name), tuple(extents))
     for var, p in zip(names, point):
-        inner = _substitute(inner, var, p)
+        inner = substitute_var(inner, var, p)
     total = int(np.prod(extents, dtype=np.int64))
     return L.Kernel(kernel.name, kernel.params, (L.Loop(flat_name, total, tuple(inner)),), dict(kernel.constants))
 

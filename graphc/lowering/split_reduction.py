@@ -43,18 +43,18 @@ class SplitReduction:
     scratch: Tuple[L.Param, ...]      # the partial buffers: outputs of partial/tail, inputs of final
 
 
-def _substitute(node: Any, var: str, repl: L.IExpr) -> Any:
+def substitute_var(node: Any, var: str, repl: L.IExpr) -> Any:
     """``node`` with every ``IVar(var)`` replaced by ``repl`` (any loop IR node)."""
     if isinstance(node, L.IVar):
         return repl if node.name == var else node
     if isinstance(node, tuple):
-        items = tuple(_substitute(x, var, repl) for x in node)
+        items = tuple(substitute_var(x, var, repl) for x in node)
         return items if any(a is not b for a, b in zip(items, node)) else node
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         changes = {}
         for f in dataclasses.fields(node):
             value = getattr(node, f.name)
-            new = _substitute(value, var, repl)
+            new = substitute_var(value, var, repl)
             if new is not value:
                 changes[f.name] = new
         return dataclasses.replace(node, **changes) if changes else node
@@ -138,7 +138,7 @@ def split_reduction(kernel: L.Kernel) -> Optional[SplitReduction]:
 
     def chunk_body(c: L.IExpr, extent: int) -> List[L.Stmt]:
         row = L.iadd(L.imul(c, chunk), L.IVar(f"{loop.var}.r"))
-        inner = L.Loop(f"{loop.var}.r", extent, _substitute(loop.body, loop.var, row), parallel=False)
+        inner = L.Loop(f"{loop.var}.r", extent, substitute_var(loop.body, loop.var, row), parallel=False)
         stores = [L.Store(p.name, slot_index(c), L.AccRef(s.name, s.dtype)) for p, s in zip(scratch, inits)]
         body: List[L.Stmt] = list(inits) + [inner] + stores
         return [L.Loop(outer.var, outer.extent, tuple(body))] if outer is not None else body
