@@ -15,7 +15,7 @@ from graphc.codegen import llvm_cpu
 from graphc.errors import CompileError, InvalidArgumentError
 from graphc.lowering import evaluate, loop_ir as L, lower_op
 from graphc.session import compile_run
-from random_programs import build_program
+from random_programs import build_program, mlp_step_graph
 
 F32, F64, I32, I64, B = (np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64, np.bool_))
 
@@ -99,16 +99,8 @@ def test_multi_output_softmax_kernels():
 
 
 def test_mlp_training_step_kernels():
-    r = np.random.default_rng(4)
-    x = gc.placeholder(gc.float32, (16, 12), name="x")
-    labels = gc.placeholder(gc.int32, (16,), name="labels")
-    w1 = gc.constant(r.normal(size=(12, 8)).astype(np.float32))
-    w2 = gc.constant(r.normal(size=(8, 3)).astype(np.float32))
-    h = gc.nn.relu(x @ w1)
-    logits = h @ w2
-    loss = gc.reduce_mean(gc.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-    g1, g2 = gc.gradients(loss, [w1, w2])
-    assert _check_native([loss, g1, g2], {x: r.normal(size=(16, 12)), labels: r.integers(0, 3, 16)}) >= 4
+    fetches, feeds = mlp_step_graph(gc, np)
+    assert _check_native(fetches, feeds) >= 4
 
 
 @pytest.mark.parametrize("dtype", [gc.int32, gc.int64])

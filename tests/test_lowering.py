@@ -9,7 +9,7 @@ from graphc.backends import get_backend
 from graphc.errors import CompileError
 from graphc.lowering import evaluate, loop_ir, lower_op
 from graphc.session import compile_run
-from random_programs import build_program
+from random_programs import build_program, mlp_step_graph
 
 
 def _kernels(fetches, feeds):
@@ -98,17 +98,8 @@ def test_multi_output_reduction_kernel_with_full_shape_output():
 
 
 def test_mlp_training_step_kernels_all_lower():
-    r = np.random.default_rng(4)
-    x = gc.placeholder(gc.float32, (16, 12), name="x")
-    labels = gc.placeholder(gc.int32, (16,), name="labels")
-    w1 = gc.constant(r.normal(size=(12, 8)).astype(np.float32))
-    w2 = gc.constant(r.normal(size=(8, 3)).astype(np.float32))
-    h = gc.nn.relu(x @ w1)
-    logits = h @ w2
-    loss = gc.reduce_mean(gc.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-    g1, g2 = gc.gradients(loss, [w1, w2])
-    n = _check_all_kernels([loss, g1, g2], {x: r.normal(size=(16, 12)), labels: r.integers(0, 3, 16)})
-    assert n >= 4
+    fetches, feeds = mlp_step_graph(gc, np)
+    assert _check_all_kernels(fetches, feeds) >= 4
 
 
 def test_integer_and_bool_kernels():
