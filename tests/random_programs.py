@@ -1,6 +1,5 @@
 """Test programs shared by the lowering and codegen tests: random
-elementwise/reduction programs for hypothesis, and a small MLP step (shared by the
-lowering and codegen tests)."""
+elementwise/reduction programs for hypothesis, and a small MLP step."""
 from typing import Callable, List, Sequence, Tuple
 
 
