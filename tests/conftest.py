@@ -8,6 +8,7 @@ import pytest
 
 import graphc as gc
 from graphc.backends import available_backends
+from graphc.runtime import cuda
 from graphc.backends import interpreter as _interp
 
 _interp.STRICT = True
@@ -20,9 +21,24 @@ def fresh_default_graph():
     yield
 
 
+def _real_gpu() -> bool:
+    previous = cuda.use_emulator(False)
+    try:
+        return cuda.available()
+    finally:
+        cuda.use_emulator(previous)
+
+
+# Without a GPU the ptx backend runs on the CUDA emulator (graphc.runtime.cuda_emulator:
+# the same entries built for the host), so every suite exercises it; GRAPHC_TEST_REAL_GPU=1
+# leaves the emulator off (ptx tests then skip without a GPU).
+REAL_GPU = _real_gpu()
+if not REAL_GPU and not os.environ.get("GRAPHC_TEST_REAL_GPU"):
+    cuda.use_emulator(True)
+
 # Native backends every graph of the op suites also runs on, compared with
 # the interpreter (GRAPHC_TEST_BACKENDS=interpreter skips them).
-NATIVE_BACKENDS = [b for b in os.environ.get("GRAPHC_TEST_BACKENDS", "cpu").split(",")
+NATIVE_BACKENDS = [b for b in os.environ.get("GRAPHC_TEST_BACKENDS", "cpu,ptx").split(",")
                    if b and b != "interpreter" and b in available_backends()]
 
 

@@ -299,8 +299,8 @@ def test_w1_fused_kernels_and_gradient_assemble(arch):
     module = ptx.compile_ptx(fused, arch)
     _check_plan(module)
     strategies = {k.strategy for k in module.kernels}
-    # the full sum over 2**20 elements is split into chunks
-    assert "split_reduction" in strategies or "block_reduction" in strategies
+    # the full sum over 2**20 elements is a block-level tree reduction
+    assert "block_reduce" in strategies
     ptx.check_with_ptxas(module.ptx, arch)
 
 
@@ -342,17 +342,48 @@ def test_column_reduction_keeps_one_thread_per_column():
     assert ".local" not in module.ptx               # no stack tiles of accumulators
 
 
-def test_long_reductions_use_split_reduction_scratch():
+def test_long_reductions_use_split_reduction_scratch_without_block_reductions():
     k = _op_kernel(lambda a: gc.reduce_sum(a), (512, 1024))
     sr = split_reduction(k)
     assert sr is not None
-    module = ptx.compile_ptx([k])
+    module = ptx.compile_ptx([k], block_reductions=False)
     pk = module.kernels[0]
     assert pk.strategy == "split_reduction"
     assert pk.scratch == sr.scratch
     assert [launch.entry.rsplit("_", 1)[-1] for launch in pk.launches][-1] == "final"
     assert any(a.kind == "scratch" for launch in pk.launches for a in launch.args)
     _check_plan(module)
+
+
+@pytest.mark.parametrize("fn,shape,blocks,width,tail", [
+    (lambda a: gc.reduce_sum(a), (1 << 20,), 256, 1, False),          # full: 256 blocks, then one
+    (lambda a: gc.reduce_sum(a), (512, 1024), 256, 1, False),         # a 2-D full reduction is flattened
+    (lambda a: gc.reduce_max(a), (100003,), 48, 1, True),             # rows not a multiple of the threads
+    (lambda a: gc.reduce_sum(a, axis=1), (3, 70000), 34, 3, True),    # long rows, few of them
+    (lambda a: gc.reduce_mean(a, axis=0), (70000, 3), 34, 3, True),   # long columns, few of them
+    (lambda a: gc.reduce_sum(a, axis=1), (64, 1500), 1, 64, True),    # one block per row
+])
+def test_long_reductions_are_block_level_tree_reductions(fn, shape, blocks, width, tail):
+    k = _op_kernel(fn, shape)
+    module = ptx.compile_ptx([k])
+    pk = module.kernels[0]
+    assert pk.strategy == "block_reduce"
+    kinds = [launch.entry.rsplit("_", 1)[-1] for launch in pk.launches]
+    assert kinds == (["tail"] if tail else []) + ["block"] + (["blocks"] if blocks > 1 else [])
+    block = pk.launches[kinds.index("block")]
+    assert block.block == (ptx.BLOCK_REDUCE_THREADS, 1, 1) and block.grid == (width * blocks, 1, 1)
+    if blocks > 1:
+        assert pk.launches[-1].grid == (width, 1, 1) and pk.launches[-1].block[0] >= blocks
+    assert ".shared" in module.ptx and "bar.sync" in module.ptx
+    _check_plan(module)
+
+
+def test_short_or_many_reductions_keep_one_thread_per_result():
+    for fn, shape in ((lambda a: gc.reduce_sum(a, axis=1), (64, 300)),       # short rows
+                      (lambda a: gc.reduce_sum(a, axis=1), (10000, 2000)),    # enough results to fill a GPU
+                      (lambda a: gc.reduce_sum(a), (200,))):
+        pk = ptx.compile_ptx([_op_kernel(fn, shape)]).kernels[0]
+        assert pk.strategy in ("parallel", "single_thread"), shape
 
 
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
@@ -383,6 +414,10 @@ def test_strategy_kernels_assemble(arch):
     kernels = [
         _op_kernel(lambda a: gc.reduce_sum(a), (512, 1024)),
         _op_kernel(lambda a: gc.reduce_max(a, axis=0), (70000, 3)),
+        _op_kernel(lambda a: gc.reduce_max(a), (100003,)),
+        _op_kernel(lambda a: gc.reduce_any(a > 0), (3, 70000)),
+        _op_kernel(lambda a: gc.reduce_sum(a, axis=1), (64, 1500), dtype=gc.int32),
+        _op_kernel(lambda a: gc.reduce_prod(a), (5000,), dtype=gc.float64),
         _op_kernel(lambda a: gc.reduce_sum(a, axis=1), (3, 70000)),
         _op_kernel(lambda a: gc.argmax(a, axis=0), (40000, 5)),
         _op_kernel(lambda a, b: gc.matmul(a, b), (33, 17), (17, 65)),
@@ -392,7 +427,11 @@ def test_strategy_kernels_assemble(arch):
     ]
     module = ptx.compile_ptx(kernels, arch)
     _check_plan(module)
+    assert {"block_reduce", "tiled_matmul", "parallel"} <= {k.strategy for k in module.kernels}
     ptx.check_with_ptxas(module.ptx, arch)
+    split = ptx.compile_ptx(kernels[:4], arch, block_reductions=False)
+    assert "split_reduction" in {k.strategy for k in split.kernels}
+    ptx.check_with_ptxas(split.ptx, arch)
 
 
 # ---------------------------------------------------------------------------
@@ -443,10 +482,14 @@ def test_the_ptx_text_goes_to_the_dump(tmp_path):
 
 def test_the_ptx_backend_without_a_gpu_is_a_clear_error():
     from graphc.runtime import cuda
-    if cuda.available():
-        pytest.skip("this machine has a usable GPU")
-    with pytest.raises(CompileError, match="CUDA|GPU|driver"):
-        gc.Session(config=gc.Config(backend="ptx"))
-    with pytest.raises(cuda.CudaUnavailableError):
-        cuda.get_context()
-    assert cuda.unavailable_reason()
+    previous = cuda.use_emulator(False)
+    try:
+        if cuda.available():
+            pytest.skip("this machine has a usable GPU")
+        with pytest.raises(CompileError, match="CUDA|GPU|driver"):
+            gc.Session(config=gc.Config(backend="ptx"))
+        with pytest.raises(cuda.CudaUnavailableError):
+            cuda.get_context()
+        assert cuda.unavailable_reason()
+    finally:
+        cuda.use_emulator(previous)

@@ -6,7 +6,7 @@ executable with ``run(feed_values, store, rng) -> list of arrays``.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Tuple
 
 from ..errors import CompileError
 
@@ -19,16 +19,26 @@ def register_backend(name: str, factory: Callable[[], object]) -> None:
     _BACKENDS[name] = factory
 
 
+# backends that exist only while a condition holds (ptx: a usable CUDA driver,
+# or the emulator switched on): name -> (available, why not, factory)
+_CONDITIONAL: Dict[str, Tuple[Callable[[], bool], Callable[[], Optional[str]], Callable[[], object]]] = {}
+
+
 def available_backends() -> list:
-    return sorted(_BACKENDS)
+    return sorted(set(_BACKENDS) | {name for name, (ok, _, _) in _CONDITIONAL.items() if ok()})
 
 
 def get_backend(name: str):
     if name == "auto":
         name = "cpu" if "cpu" in _BACKENDS else "interpreter"
-    try:
-        factory = _BACKENDS[name]
-    except KeyError:
+    factory = _BACKENDS.get(name)
+    if factory is None and name in _CONDITIONAL:
+        ok, why, make = _CONDITIONAL[name]
+        if ok():
+            factory = make
+        else:
+            _UNAVAILABLE[name] = why() or "unavailable on this machine"
+    if factory is None:
         raise CompileError(f"backend {name!r} is not available"
                            + (f" ({_UNAVAILABLE[name]})" if name in _UNAVAILABLE else "")
                            + f"; available backends: {', '.join(available_backends())}") from None
@@ -41,12 +51,10 @@ def _register_builtin() -> None:
     from . import cpu
     if cpu.available():
         register_backend("cpu", cpu.CpuBackend)
-    # only with a usable CUDA driver and GPU, so "auto" and the test suites never pick it by accident
+    # only with a usable CUDA driver and GPU (or the emulator), so "auto" never picks it;
+    # checked when asked, so switching the emulator on (tests) makes it appear
     from . import ptx
-    if ptx.available():
-        register_backend("ptx", ptx.PtxBackend)
-    else:
-        _UNAVAILABLE["ptx"] = ptx.unavailable_reason() or "no usable CUDA driver or GPU"
+    _CONDITIONAL["ptx"] = (ptx.available, ptx.unavailable_reason, ptx.PtxBackend)
 
 
 _register_builtin()

@@ -3,7 +3,7 @@ order. Every other backend is tested against it."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,15 +18,40 @@ STRICT = os.environ.get("GRAPHC_STRICT", "") not in ("", "0")
 
 
 class VariableStore:
-    """Variable values owned by a Session, by variable name."""
+    """Variable values owned by a Session, by variable name.
+
+    A backend that keeps variables in device memory (ptx) does not copy each
+    updated value back after every run: it *defers* it (:meth:`defer`), and
+    the first access to :attr:`values` from anywhere fetches every deferred
+    value first. So the Session, savers, exports and other backends always
+    see current values, and a device-only training loop moves none."""
 
     def __init__(self) -> None:
-        self.values: Dict[str, np.ndarray] = {}
+        self._values: Dict[str, np.ndarray] = {}
+        # var -> (owner, fetch): values newer on a device than in _values
+        self.deferred: Dict[str, Tuple[object, Callable[[], np.ndarray]]] = {}
         # how often each seeded random op ran in this session (its stream position)
         self.random_op_counts: Dict[str, int] = {}
 
+    @property
+    def values(self) -> Dict[str, np.ndarray]:
+        if self.deferred:
+            self.fetch_deferred()
+        return self._values
+
+    def defer(self, var: str, owner: object, fetch: Callable[[], np.ndarray]) -> None:
+        """``var``'s current value is held by ``owner`` (a device copy):
+        ``fetch()`` returns it as a host array when anyone reads the values."""
+        self.deferred[var] = (owner, fetch)
+
+    def fetch_deferred(self) -> None:
+        while self.deferred:
+            var, (_, fetch) = self.deferred.popitem()
+            self._values[var] = fetch()
+
     def clear(self) -> None:
-        self.values.clear()
+        self.deferred.clear()
+        self._values.clear()
         self.random_op_counts.clear()
 
 

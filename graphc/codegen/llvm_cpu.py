@@ -669,28 +669,10 @@ class _KernelEmitter:
         acc, dtype = self.accs[s.name]
         self.memo = {}
         v = self.expr(s.value)
-        b = self.b
-        if dtype.kind == "f":
-            if s.op == "add":
-                new = b.fadd(acc, v, flags=_REASSOC)
-            elif s.op == "mul":
-                new = b.fmul(acc, v, flags=_REASSOC)
-            elif s.op in ("max", "min"):
-                new = _intrinsic(b, "maximum" if s.op == "max" else "minimum", [acc, v])
-            else:
-                raise self.fail(f"accumulator op {s.op!r} on {dtype.name}")
-        elif dtype.kind in "iu":
-            ops = {"add": b.add, "mul": b.mul,
-                   "max": lambda a, c: _intrinsic(b, "smax", [a, c]),
-                   "min": lambda a, c: _intrinsic(b, "smin", [a, c])}
-            if s.op not in ops:
-                raise self.fail(f"accumulator op {s.op!r} on {dtype.name}")
-            new = ops[s.op](acc, v)
-        else:
-            ops = {"and": b.and_, "or": b.or_, "max": b.or_, "min": b.and_}
-            if s.op not in ops:
-                raise self.fail(f"accumulator op {s.op!r} on bool")
-            new = ops[s.op](acc, v)
+        try:
+            new = combine_values(self.b, s.op, dtype, acc, v)
+        except ValueError as exc:
+            raise self.fail(str(exc)) from None
         self.accs[s.name] = (new, dtype)
 
     # ---- loops -----------------------------------------------------------
@@ -1101,6 +1083,34 @@ def _constant_global(module: ir.Module, name: str, value: np.ndarray) -> ir.Glob
     g.align = 64
     g.initializer = init
     return g
+
+
+def combine_values(b: ir.IRBuilder, op: str, dtype: np.dtype, acc: ir.Value, v: ir.Value) -> ir.Value:
+    """``acc <op> v`` as an accumulator update does it (``op`` one of
+    loop_ir.ACC_OPS) for values of ``dtype``: also how the GPU's block
+    reductions combine partial results. ValueError for an op the dtype has
+    not."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        if op == "add":
+            return b.fadd(acc, v, flags=_REASSOC)
+        if op == "mul":
+            return b.fmul(acc, v, flags=_REASSOC)
+        if op in ("max", "min"):
+            return _intrinsic(b, "maximum" if op == "max" else "minimum", [acc, v])
+    elif dtype.kind in "iu":
+        if op == "add":
+            return b.add(acc, v)
+        if op == "mul":
+            return b.mul(acc, v)
+        if op in ("max", "min"):
+            return _intrinsic(b, ("s" if dtype.kind == "i" else "u") + op, [acc, v])
+    else:
+        # bools (i1 in registers, i8 in memory: both 0/1)
+        ops = {"and": b.and_, "or": b.or_, "max": b.or_, "min": b.and_}
+        if op in ops:
+            return ops[op](acc, v)
+    raise ValueError(f"accumulator op {op!r} on {dtype.name}")
 
 
 def split_loop(kernel: L.Kernel) -> Optional[L.Loop]:

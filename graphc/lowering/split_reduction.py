@@ -71,7 +71,7 @@ def _contains(e: Any, kind: type) -> bool:
     return False
 
 
-def _reduction_parts(stmts: Sequence[L.Stmt]):
+def reduction_parts(stmts: Sequence[L.Stmt]):
     """(inits, reduction loop, finals) when ``stmts`` is AccInits, one
     sequential loop, then stores of accumulator expressions; else None."""
     body = list(stmts)
@@ -89,12 +89,12 @@ def _reduction_parts(stmts: Sequence[L.Stmt]):
     return inits, loop, finals
 
 
-def _count(stmts: Sequence[L.Stmt]) -> int:
+def innermost_count(stmts: Sequence[L.Stmt]) -> int:
     """Innermost iterations of one pass over ``stmts`` (the widest nest)."""
     most = 1
     for s in stmts:
         if isinstance(s, L.Loop):
-            most = max(most, s.extent * _count(s.body))
+            most = max(most, s.extent * innermost_count(s.body))
     return most
 
 
@@ -106,11 +106,11 @@ def split_reduction(kernel: L.Kernel) -> Optional[SplitReduction]:
     if len(stmts) == 1 and isinstance(stmts[0], L.Loop) and stmts[0].parallel:
         outer = stmts[0]
         stmts = outer.body
-    parts = _reduction_parts(stmts)
+    parts = reduction_parts(stmts)
     if parts is None:
         return None
     inits, loop, finals = parts
-    per_row = _count(loop.body)
+    per_row = innermost_count(loop.body)
     rows = loop.extent
     chunk = max(-(-MIN_CHUNK_ELEMENTS // per_row), -(-rows // MAX_CHUNKS))
     chunks = rows // chunk
@@ -127,7 +127,7 @@ def split_reduction(kernel: L.Kernel) -> Optional[SplitReduction]:
             name += "_"
         scratch.append(L.Param(name, np.dtype(s.dtype), (slots * width,), "output"))
     updates = {}
-    for u in _updates(loop.body):
+    for u in accumulator_updates(loop.body):
         if updates.setdefault(u.name, u.op) != u.op:
             return None
     if set(updates) != {s.name for s in inits}:
@@ -161,11 +161,11 @@ def split_reduction(kernel: L.Kernel) -> Optional[SplitReduction]:
     return SplitReduction(partial, tail_kernel, final, tuple(scratch))
 
 
-def _updates(stmts: Sequence[L.Stmt]) -> List[L.AccUpdate]:
+def accumulator_updates(stmts: Sequence[L.Stmt]) -> List[L.AccUpdate]:
     found: List[L.AccUpdate] = []
     for s in stmts:
         if isinstance(s, L.AccUpdate):
             found.append(s)
         elif isinstance(s, L.Loop):
-            found.extend(_updates(s.body))
+            found.extend(accumulator_updates(s.body))
     return found

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import CompileError, ExecutionError
 
 __all__ = ["CudaError", "CudaUnavailableError", "Context", "DeviceArray", "DeviceBuffer", "Function", "Module",
-           "available", "get_context", "unavailable_reason"]
+           "available", "emulated", "get_context", "unavailable_reason", "use_emulator"]
 
 LIBRARY_NAMES = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
 
@@ -140,6 +140,10 @@ def _load() -> _Driver:
             return _driver
         if _failure is not None:
             raise CudaUnavailableError(_failure)
+        if _emulating():
+            from .cuda_emulator import EmulatedDriver
+            _driver = EmulatedDriver()      # type: ignore[assignment]
+            return _driver
         names = [os.environ["GRAPHC_LIBCUDA"]] if os.environ.get("GRAPHC_LIBCUDA") else list(LIBRARY_NAMES)
         errors = []
         for name in names:
@@ -165,6 +169,42 @@ def _load() -> _Driver:
         _failure = ("no CUDA driver: libcuda could not be loaded (" + "; ".join(errors)
                     + "); the ptx backend needs an NVIDIA GPU with its driver installed")
         raise CudaUnavailableError(_failure)
+
+
+_emulator_choice: Optional[bool] = None
+
+
+def _emulating() -> bool:
+    if _emulator_choice is not None:
+        return _emulator_choice
+    return os.environ.get("GRAPHC_CUDA_EMULATOR", "").lower() in ("1", "true", "yes", "on")
+
+
+def use_emulator(enabled: Optional[bool] = True) -> Optional[bool]:
+    """Run on :mod:`graphc.runtime.cuda_emulator` (the host CPU standing in
+    for a GPU, for tests) instead of ``libcuda``; ``False`` forces the real
+    driver, ``None`` goes back to ``GRAPHC_CUDA_EMULATOR``. Returns the
+    previous setting (to restore it). Forgets the loaded driver and its
+    contexts when the setting changes: earlier device objects must not be
+    used afterwards."""
+    global _emulator_choice, _driver, _failure
+    with _lock:
+        previous = _emulator_choice
+        if enabled == previous:
+            return previous
+        _emulator_choice = enabled
+        _driver = None
+        _failure = None
+        _contexts.clear()
+        return previous
+
+
+def emulated() -> bool:
+    """True when the driver in use is the host emulator."""
+    if not available():
+        return False
+    from .cuda_emulator import EmulatedDriver
+    return isinstance(_driver, EmulatedDriver)
 
 
 def available() -> bool:

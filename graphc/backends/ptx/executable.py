@@ -69,6 +69,19 @@ class _VarSlot:
     spare: Optional["cuda.DeviceBuffer"] = None
 
 
+def _fetcher(slot: _VarSlot):
+    """Download the device value ``slot`` holds now; it then mirrors that array."""
+    value = slot.value
+
+    def fetch() -> np.ndarray:
+        host = value.to_host()
+        host.setflags(write=False)
+        if slot.value is value:
+            slot.host = host
+        return host
+    return fetch
+
+
 _mirrors: "weakref.WeakKeyDictionary[VariableStore, Dict[str, _VarSlot]]" = weakref.WeakKeyDictionary()
 _mirrors_lock = threading.Lock()
 
@@ -239,12 +252,17 @@ class _Run:
         self.ex = ex
         self.ctx = ex.ctx
         self.store = store
-        self.rctx = RunContext(store, rng)           # snapshots the start-of-run values
-        self.start_values = self.rctx._frames[0]
         self.mirror = _mirror(store)
+        # Start-of-run values. Host steps need them on the host (the RunContext
+        # snapshots store.values, fetching deferred device values); a program
+        # of device ops only reads them from the device copies, and moves none.
+        self.rctx: Optional[RunContext] = RunContext(store, rng) if ex.host_ops else None
+        self.rng = rng
+        self.start_values = self.rctx._frames[0] if self.rctx is not None else dict(store._values)
+        self.start_deferred = {var: owner for var, (owner, _) in store.deferred.items()}
         self.host: Dict[Tensor, np.ndarray] = dict(zip(ex.feeds, feed_values))
         self.dev: Dict[Tensor, "cuda.DeviceArray"] = dict(ex.constants)
-        # variables updated on the device this run, not yet copied to the host store
+        # variables updated on the device this run, not yet the store's values
         self.pending: Dict[str, "cuda.DeviceArray"] = {}
 
     # ---- values ----------------------------------------------------------------
@@ -264,10 +282,16 @@ class _Run:
         return h
 
     def variable(self, var: str, start: bool) -> "cuda.DeviceArray":
+        """The device value of ``var`` at the start of the run (``start``) or
+        now. The device copy is current when the store defers to it, or when
+        the store's host value is the array it was uploaded from."""
         if not start and var in self.pending:
             return self.pending[var]
-        host = _lookup(self.start_values if start else self.store.values, var)
         slot = self.mirror.get(var)
+        deferred = self.start_deferred if start else {v: o for v, (o, _) in self.store.deferred.items()}
+        if slot is not None and deferred.get(var) is slot:
+            return slot.value
+        host = _lookup(self.start_values if start else self.store.values, var)
         if slot is not None and slot.host is host:
             return slot.value
         value = self.ctx.to_device(host)
@@ -278,21 +302,28 @@ class _Run:
         return value
 
     def flush(self, final: bool = False) -> None:
-        """Copy the variables updated on the device to the host store. Only
-        at the end of the run (``final``) does a replaced device value become
-        the variable's spare buffer: until then a start-of-run read may still
-        be using it."""
+        """Hand the variables updated on the device to the store. Before a
+        host step (``final`` False) they are copied to the host, since the
+        step may read them; at the end of the run the store only *defers* to
+        the device copies (fetched when someone reads the store's values), and
+        a replaced device value becomes the variable's spare buffer (until
+        then a start-of-run read may still be using it)."""
         for var, value in self.pending.items():
-            host = value.to_host()
-            host.setflags(write=False)
-            self.store.values[var] = host
             slot = self.mirror.get(var)
             if slot is None:
-                self.mirror[var] = _VarSlot(host, value)
+                slot = self.mirror[var] = _VarSlot(None, value)
+            elif final and slot.value.buffer is not value.buffer:
+                slot.spare = slot.value.buffer
+            slot.value = value
+            if final:
+                slot.host = None
+                self.store.defer(var, slot, _fetcher(slot))
             else:
-                if final and slot.value.buffer is not value.buffer:
-                    slot.spare = slot.value.buffer
-                slot.host, slot.value = host, value
+                host = value.to_host()
+                host.setflags(write=False)
+                self.store.deferred.pop(var, None)
+                self.store.values[var] = host
+                slot.host = host
         self.pending.clear()
 
     # ---- steps -----------------------------------------------------------------

@@ -1,0 +1,426 @@
+"""A CUDA driver emulated on the host CPU, for testing the ptx backend where
+there is no GPU (CI, development machines).
+
+It stands in for ``libcuda.so`` underneath :mod:`graphc.runtime.cuda`: the
+Context, Module, Function and buffer classes run unchanged and make the same
+driver calls (argument marshalling for ``cuLaunchKernel`` included), which
+this module answers. Enable it with ``GRAPHC_CUDA_EMULATOR=1`` or
+:func:`graphc.runtime.cuda.use_emulator`.
+
+What runs. The emulator cannot execute PTX. ``cuModuleLoadDataEx`` looks the
+PTX text up among the modules :func:`graphc.codegen.ptx.compile_ptx` made in
+this process and rebuilds the same entries for the host
+(:func:`graphc.codegen.ptx.build_for_host`): the same loop IR through the
+same emitter and the same launch plans, with thread indices read from a
+per-thread state, barriers as ``pthread_barrier_wait`` and shared memory as
+a per-block host buffer. So the backend's launch plans, scratch buffers,
+grid/bounds arithmetic, tiled and block-level kernels (barriers included)
+and device-resident variables are exercised for real; what is not is the
+NVPTX instruction selection (``ptxas`` checks that offline) and the real
+driver's JIT.
+
+How a launch runs: an entry without barriers runs every thread of the grid
+one after the other (in native code). An entry with barriers runs the
+threads of a block as OS threads meeting at a real barrier, one block after
+the other.
+
+Memory: device buffers are host allocations with guard bytes on both sides.
+Copies and launch arguments are checked to lie inside live allocations,
+and after every launch the guards are checked, so a kernel writing out of
+bounds fails the launch with ``CUDA_ERROR_ILLEGAL_ADDRESS`` instead of
+corrupting the process silently (reads out of bounds are not caught).
+Before a launch, every argument must cover the bytes the launch plan says
+the kernel touches, so a short buffer is refused before anything runs.
+"""
+from __future__ import annotations
+
+import bisect
+import ctypes
+import os
+import threading
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["EmulatedDriver", "DEVICE_NAME"]
+
+DEVICE_NAME = "graphc CUDA emulator (host CPU)"
+COMPUTE_CAPABILITY = (8, 0)
+MAX_THREADS_PER_BLOCK = 1024
+MAX_SHARED_BYTES = 48 << 10
+TOTAL_MEMORY = 8 << 30
+GUARD = 64
+_GUARD_BYTE = 0xA5
+
+# CUresult codes the emulator returns (the driver's values)
+CUDA_SUCCESS = 0
+CUDA_ERROR_INVALID_VALUE = 1
+CUDA_ERROR_OUT_OF_MEMORY = 2
+CUDA_ERROR_INVALID_IMAGE = 200
+CUDA_ERROR_INVALID_HANDLE = 400
+CUDA_ERROR_NOT_FOUND = 500
+CUDA_ERROR_ILLEGAL_ADDRESS = 700
+CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701
+CUDA_ERROR_INVALID_PTX = 218
+_NAMES = {CUDA_ERROR_INVALID_VALUE: "CUDA_ERROR_INVALID_VALUE", CUDA_ERROR_OUT_OF_MEMORY: "CUDA_ERROR_OUT_OF_MEMORY",
+          CUDA_ERROR_INVALID_IMAGE: "CUDA_ERROR_INVALID_IMAGE", CUDA_ERROR_INVALID_HANDLE: "CUDA_ERROR_INVALID_HANDLE",
+          CUDA_ERROR_NOT_FOUND: "CUDA_ERROR_NOT_FOUND", CUDA_ERROR_ILLEGAL_ADDRESS: "CUDA_ERROR_ILLEGAL_ADDRESS",
+          CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
+          CUDA_ERROR_INVALID_PTX: "CUDA_ERROR_INVALID_PTX"}
+
+_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class _Failure(Exception):
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _out(ref: Any) -> Any:
+    """The ctypes object behind ``ctypes.byref(obj)`` (or obj itself)."""
+    return getattr(ref, "_obj", ref)
+
+
+def _address(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, ctypes.c_void_p):
+        return value.value or 0
+    v = getattr(value, "value", None)
+    if isinstance(v, int):
+        return v
+    return ctypes.cast(value, ctypes.c_void_p).value or 0
+
+
+class _Allocation:
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.memory = np.empty(nbytes + 2 * GUARD, np.uint8)
+        self.memory[:GUARD] = _GUARD_BYTE
+        self.memory[GUARD + nbytes:] = _GUARD_BYTE
+        self.ptr = self.memory.ctypes.data + GUARD
+
+    def guards_intact(self) -> bool:
+        return bool((self.memory[:GUARD] == _GUARD_BYTE).all() and
+                    (self.memory[GUARD + self.nbytes:] == _GUARD_BYTE).all())
+
+
+class _Barrier:
+    """A pthread barrier for ``count`` threads (waited on from native code)."""
+
+    def __init__(self, libc: ctypes.CDLL, count: int) -> None:
+        self.libc = libc
+        self.storage = ctypes.create_string_buffer(128)      # >= sizeof(pthread_barrier_t) everywhere
+        if libc.pthread_barrier_init(self.storage, None, ctypes.c_uint(count)) != 0:
+            raise _Failure(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, f"pthread_barrier_init({count}) failed")
+
+    @property
+    def ptr(self) -> int:
+        return ctypes.addressof(self.storage)
+
+    def wait(self) -> None:
+        self.libc.pthread_barrier_wait(self.storage)
+
+    def close(self) -> None:
+        self.libc.pthread_barrier_destroy(self.storage)
+
+
+class _Module:
+    def __init__(self, build: Any) -> None:
+        self.build = build
+        self.functions: Dict[str, int] = {}
+
+
+class _Function:
+    def __init__(self, module: _Module, name: str) -> None:
+        compiled = module.build.compiled
+        self.module = module
+        self.name = name
+        self.nparams = module.build.nparams[name]
+        self.barriers = name in module.build.barriers
+        self.static_shared = module.build.shared_bytes[name]
+        self.argument_bytes = module.build.argument_bytes(name)
+        self.call = _ENTRY(compiled.address(f"{name}.call"))
+        self.grid = _ENTRY(compiled.address(f"{name}.grid"))
+
+
+class EmulatedDriver:
+    """The driver calls :mod:`graphc.runtime.cuda` makes, answered on the host."""
+
+    path = DEVICE_NAME
+
+    def __init__(self) -> None:
+        from ..codegen import jit
+        from ..codegen.ptx import EMU_BARRIER_SYMBOL
+        import llvmlite.binding as llvm
+        self.libc = ctypes.CDLL(None)
+        for fn in ("pthread_barrier_init", "pthread_barrier_wait", "pthread_barrier_destroy"):
+            getattr(self.libc, fn).restype = ctypes.c_int
+        self.libc.pthread_barrier_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint]
+        self.libc.pthread_barrier_wait.argtypes = [ctypes.c_void_p]
+        self.libc.pthread_barrier_destroy.argtypes = [ctypes.c_void_p]
+        jit.initialize()
+        llvm.add_symbol(EMU_BARRIER_SYMBOL, ctypes.cast(self.libc.pthread_barrier_wait, ctypes.c_void_p).value)
+        self._lock = threading.RLock()
+        self._allocations: Dict[int, _Allocation] = {}
+        self._starts: List[int] = []
+        self._handles: Dict[int, Any] = {}
+        self._next_handle = 0x1000
+        self.launches = 0
+        # driver calls made, by name (tests count copies with it)
+        self.calls: Dict[str, int] = {}
+        self._handlers: Dict[str, Callable[..., None]] = {
+            name: getattr(self, "_" + name) for name in (
+                "cuInit", "cuDriverGetVersion", "cuDeviceGetCount", "cuDeviceGet", "cuDeviceGetName",
+                "cuDeviceGetAttribute", "cuDeviceTotalMem_v2", "cuDevicePrimaryCtxRetain",
+                "cuDevicePrimaryCtxRelease_v2", "cuCtxSetCurrent", "cuCtxSynchronize", "cuModuleLoadDataEx",
+                "cuModuleUnload", "cuModuleGetFunction", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemcpyHtoD_v2",
+                "cuMemcpyDtoH_v2", "cuMemcpyDtoD_v2", "cuMemsetD8_v2", "cuLaunchKernel")}
+
+    # ---- the interface graphc.runtime.cuda uses ----------------------------------------
+    def error_text(self, code: int) -> str:
+        return _NAMES.get(code, f"CUresult {code}")
+
+    def call(self, name: str, *args: Any) -> None:
+        from .cuda import CudaError
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise CudaError(f"{name} is not emulated", CUDA_ERROR_NOT_FOUND)
+        self.calls[name] = self.calls.get(name, 0) + 1
+        try:
+            if name == "cuLaunchKernel":
+                # not under the lock while kernels run: a garbage collection on a
+                # worker thread may free a module or buffer (their __del__ calls the driver)
+                handler(*args)
+            else:
+                with self._lock:
+                    handler(*args)
+        except _Failure as exc:
+            raise CudaError(f"{name} failed: {self.error_text(exc.code)}: {exc.detail} (CUresult {exc.code}, "
+                            "CUDA emulator)", exc.code) from None
+
+    # ---- device and context ------------------------------------------------------------
+    def _cuInit(self, flags: int) -> None:
+        pass
+
+    def _cuDriverGetVersion(self, out: Any) -> None:
+        _out(out).value = 12000
+
+    def _cuDeviceGetCount(self, out: Any) -> None:
+        _out(out).value = 1
+
+    def _cuDeviceGet(self, out: Any, ordinal: int) -> None:
+        if ordinal != 0:
+            raise _Failure(CUDA_ERROR_INVALID_VALUE, f"no device {ordinal}")
+        _out(out).value = 0
+
+    def _cuDeviceGetName(self, buffer: Any, size: int, device: int) -> None:
+        ctypes.memmove(buffer, DEVICE_NAME.encode()[:size - 1] + b"\0", min(size, len(DEVICE_NAME) + 1))
+
+    def _cuDeviceGetAttribute(self, out: Any, attr: int, device: int) -> None:
+        from . import cuda
+        values = {cuda.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: COMPUTE_CAPABILITY[0],
+                  cuda.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: COMPUTE_CAPABILITY[1],
+                  cuda.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: os.cpu_count() or 1,
+                  cuda.CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: MAX_THREADS_PER_BLOCK}
+        if attr not in values:
+            raise _Failure(CUDA_ERROR_INVALID_VALUE, f"attribute {attr} is not emulated")
+        _out(out).value = values[attr]
+
+    def _cuDeviceTotalMem_v2(self, out: Any, device: int) -> None:
+        _out(out).value = TOTAL_MEMORY
+
+    def _cuDevicePrimaryCtxRetain(self, out: Any, device: int) -> None:
+        _out(out).value = 0xC0DE
+
+    def _cuDevicePrimaryCtxRelease_v2(self, device: int) -> None:
+        pass
+
+    def _cuCtxSetCurrent(self, handle: Any) -> None:
+        pass
+
+    def _cuCtxSynchronize(self) -> None:
+        pass        # launches and copies complete before their call returns
+
+    # ---- modules -----------------------------------------------------------------------
+    def _new_handle(self, obj: Any) -> int:
+        self._next_handle += 16
+        self._handles[self._next_handle] = obj
+        return self._next_handle
+
+    def _handle(self, value: Any, kind: type) -> Any:
+        obj = self._handles.get(_address(value))
+        if not isinstance(obj, kind):
+            raise _Failure(CUDA_ERROR_INVALID_HANDLE, f"{_address(value):#x} is not a {kind.__name__[1:].lower()}")
+        return obj
+
+    def _cuModuleLoadDataEx(self, out: Any, image: Any, noptions: int, options: Any, values: Any) -> None:
+        from ..codegen.ptx import build_for_host
+        from ..errors import CompileError
+        text = ctypes.string_at(_address(image)).decode("ascii", errors="replace")
+        try:
+            build = build_for_host(text)
+        except CompileError as exc:
+            raise _Failure(CUDA_ERROR_INVALID_PTX, str(exc)) from None
+        _out(out).value = self._new_handle(_Module(build))
+
+    def _cuModuleUnload(self, handle: Any) -> None:
+        self._handle(handle, _Module)
+        del self._handles[_address(handle)]
+
+    def _cuModuleGetFunction(self, out: Any, module: Any, name: bytes) -> None:
+        mod = self._handle(module, _Module)
+        entry = name.decode() if isinstance(name, bytes) else str(name)
+        if entry not in mod.build.nparams:
+            raise _Failure(CUDA_ERROR_NOT_FOUND, f"the module has no entry {entry!r}")
+        _out(out).value = self._new_handle(_Function(mod, entry))
+
+    # ---- memory ------------------------------------------------------------------------
+    def _cuMemAlloc_v2(self, out: Any, nbytes: int) -> None:
+        if nbytes <= 0:
+            raise _Failure(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc of 0 bytes")
+        try:
+            a = _Allocation(int(nbytes))
+        except MemoryError:
+            raise _Failure(CUDA_ERROR_OUT_OF_MEMORY, f"{nbytes} bytes") from None
+        self._allocations[a.ptr] = a
+        bisect.insort(self._starts, a.ptr)
+        _out(out).value = a.ptr
+
+    def _cuMemFree_v2(self, ptr: int) -> None:
+        a = self._allocations.pop(_address(ptr), None)
+        if a is None:
+            raise _Failure(CUDA_ERROR_INVALID_VALUE, f"{_address(ptr):#x} is not an allocation")
+        self._starts.remove(a.ptr)
+        if not a.guards_intact():
+            raise _Failure(CUDA_ERROR_ILLEGAL_ADDRESS, f"memory around the buffer at {a.ptr:#x} was overwritten")
+
+    def _owner(self, ptr: int, nbytes: int, what: str) -> _Allocation:
+        i = bisect.bisect_right(self._starts, ptr) - 1
+        if i >= 0:
+            a = self._allocations[self._starts[i]]
+            if a.ptr <= ptr and ptr + nbytes <= a.ptr + a.nbytes:
+                return a
+        raise _Failure(CUDA_ERROR_INVALID_VALUE, f"{what}: {nbytes} bytes at {ptr:#x} are not inside one device "
+                                                 "allocation")
+
+    def _cuMemcpyHtoD_v2(self, dst: int, src: Any, nbytes: int) -> None:
+        self._owner(_address(dst), nbytes, "cuMemcpyHtoD destination")
+        ctypes.memmove(_address(dst), _address(src), nbytes)
+
+    def _cuMemcpyDtoH_v2(self, dst: Any, src: int, nbytes: int) -> None:
+        self._owner(_address(src), nbytes, "cuMemcpyDtoH source")
+        ctypes.memmove(_address(dst), _address(src), nbytes)
+
+    def _cuMemcpyDtoD_v2(self, dst: int, src: int, nbytes: int) -> None:
+        self._owner(_address(dst), nbytes, "cuMemcpyDtoD destination")
+        self._owner(_address(src), nbytes, "cuMemcpyDtoD source")
+        ctypes.memmove(_address(dst), _address(src), nbytes)
+
+    def _cuMemsetD8_v2(self, dst: int, value: int, nbytes: int) -> None:
+        self._owner(_address(dst), nbytes, "cuMemsetD8 destination")
+        ctypes.memset(_address(dst), int(value), nbytes)
+
+    # ---- launches ----------------------------------------------------------------------
+    def _cuLaunchKernel(self, function: Any, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
+                        shared_bytes: int, stream: Any, params: Any, extra: Any) -> None:
+        with self._lock:
+            fn = self._handle(function, _Function)
+            argv = self._check_launch(fn, gx, gy, gz, bx, by, bz, shared_bytes, params)
+        grid, block = (int(gx), int(gy), int(gz)), (int(bx), int(by), int(bz))
+        shared_memory = np.zeros(max(fn.static_shared + int(shared_bytes), 16), np.uint8)
+        if not fn.barriers:
+            state = self._state(block, grid, shared_memory.ctypes.data, 0)
+            fn.grid(ctypes.addressof(state), ctypes.addressof(argv))
+        else:
+            self._run_blocks(fn, grid, block, shared_memory, argv)
+        with self._lock:
+            bad = [a.ptr for a in self._allocations.values() if not a.guards_intact()]
+        if bad:
+            raise _Failure(CUDA_ERROR_ILLEGAL_ADDRESS, f"{fn.name} wrote outside the device buffer(s) at "
+                                                       + ", ".join(f"{p:#x}" for p in bad))
+
+    def _check_launch(self, fn: _Function, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
+                      shared_bytes: int, params: Any) -> Any:
+        """The launch's arguments (u64 array) once its configuration and
+        arguments are valid."""
+        grid, block = (int(gx), int(gy), int(gz)), (int(bx), int(by), int(bz))
+        if min(grid) < 1 or min(block) < 1 or grid[0] >= 2 ** 31 or max(grid[1:]) > 65535 \
+                or block[2] > 64 or max(block[:2]) > 1024:
+            raise _Failure(CUDA_ERROR_INVALID_VALUE, f"{fn.name}: grid {grid} / block {block} out of range")
+        threads = block[0] * block[1] * block[2]
+        if threads > MAX_THREADS_PER_BLOCK:
+            raise _Failure(CUDA_ERROR_INVALID_VALUE, f"{fn.name}: {threads} threads per block "
+                                                     f"(at most {MAX_THREADS_PER_BLOCK})")
+        shared = fn.static_shared + int(shared_bytes)
+        if shared > MAX_SHARED_BYTES:
+            raise _Failure(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, f"{fn.name}: {shared} bytes of shared memory")
+        # the kernel's parameters: params[i] points at the i-th u64 argument
+        argv = (ctypes.c_uint64 * max(fn.nparams, 1))()
+        for i in range(fn.nparams):
+            slot = params[i]
+            pointer = ctypes.cast(slot, ctypes.POINTER(ctypes.c_uint64))
+            if not slot or not pointer:
+                raise _Failure(CUDA_ERROR_INVALID_VALUE, f"{fn.name}: parameter {i} is missing")
+            argv[i] = pointer[0]
+            # the whole extent the kernel touches must be allocated: a kernel
+            # given a short buffer would otherwise write over the host's heap
+            self._owner(int(argv[i]), max(fn.argument_bytes[i], 1), f"{fn.name} parameter {i}")
+        self.launches += 1
+        return argv
+
+    @staticmethod
+    def _state(block: Tuple[int, int, int], grid: Tuple[int, int, int], shared: int, barrier: int) -> Any:
+        from ..codegen.ptx import EMU_BARRIER_OFFSET, EMU_SHARED_OFFSET, EMU_SREG_OFFSETS, EMU_STATE_BYTES
+        state = ctypes.create_string_buffer(EMU_STATE_BYTES)
+        i32 = np.frombuffer(state, np.int32, count=12)
+        i32[EMU_SREG_OFFSETS["ntid"] // 4:EMU_SREG_OFFSETS["ntid"] // 4 + 3] = block
+        i32[EMU_SREG_OFFSETS["nctaid"] // 4:EMU_SREG_OFFSETS["nctaid"] // 4 + 3] = grid
+        ptrs = np.frombuffer(state, np.uint64, count=2, offset=EMU_SHARED_OFFSET)
+        ptrs[0] = shared
+        ptrs[(EMU_BARRIER_OFFSET - EMU_SHARED_OFFSET) // 8] = barrier
+        return state
+
+    def _run_blocks(self, fn: _Function, grid: Tuple[int, int, int], block: Tuple[int, int, int],
+                    shared_memory: np.ndarray, argv: Any) -> None:
+        """The threads of one block as OS threads meeting at a real barrier
+        (the kernel's, and one more between blocks so shared memory is not
+        reused early), the blocks in order."""
+        from ..codegen.ptx import EMU_SREG_OFFSETS
+        threads = block[0] * block[1] * block[2]
+        barrier = _Barrier(self.libc, threads)
+        states = []
+        for t in range(threads):
+            state = self._state(block, grid, shared_memory.ctypes.data, barrier.ptr)
+            i32 = np.frombuffer(state, np.int32, count=12)
+            tid = EMU_SREG_OFFSETS["tid"] // 4
+            i32[tid:tid + 3] = (t % block[0], t // block[0] % block[1], t // (block[0] * block[1]))
+            states.append((state, i32))
+        blocks = [(x, y, z) for z in range(grid[2]) for y in range(grid[1]) for x in range(grid[0])]
+        errors: List[BaseException] = []
+        ctaid = EMU_SREG_OFFSETS["ctaid"] // 4
+
+        def worker(state: Any, i32: np.ndarray) -> None:
+            try:
+                for b in blocks:
+                    i32[ctaid:ctaid + 3] = b
+                    fn.call(ctypes.addressof(state), ctypes.addressof(argv))
+                    barrier.wait()
+            except BaseException as exc:     # pragma: no cover - a ctypes failure
+                errors.append(exc)
+
+        workers = [threading.Thread(target=worker, args=s, daemon=True) for s in states]
+        previous = threading.stack_size()
+        threading.stack_size(1 << 20)
+        try:
+            for w in workers:
+                w.start()
+        finally:
+            threading.stack_size(previous)
+        for w in workers:
+            w.join()
+        barrier.close()
+        if errors:
+            raise _Failure(CUDA_ERROR_ILLEGAL_ADDRESS, f"{fn.name}: {errors[0]!r}")

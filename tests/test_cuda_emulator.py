@@ -1,0 +1,79 @@
+"""The CUDA emulator (graphc.runtime.cuda_emulator) behaves like a strict
+driver: it runs the host build of graphc's own PTX modules, checks copies,
+launch configurations and arguments, and catches kernels writing outside
+their buffers instead of corrupting memory."""
+import ctypes
+
+import numpy as np
+import pytest
+
+from graphc.codegen import ptx as P
+from graphc.lowering import loop_ir as L
+from graphc.runtime import cuda
+
+
+@pytest.fixture(autouse=True)
+def emulator():
+    previous = cuda.use_emulator(True)
+    yield cuda.get_context()
+    cuda.use_emulator(previous)
+
+
+def _scale_kernel(n):
+    i = L.IVar("i")
+    dt = np.dtype(np.float32)
+    body = (L.Loop("i", n, (L.Store("out0", i, L.Binary("multiply", L.Load("in0", i, dt), L.Const(2.0, dt), dt)),)),)
+    return L.Kernel("scale", (L.Param("in0", dt, (n,), "input"), L.Param("out0", dt, (n,), "output")), body)
+
+
+def test_the_emulated_device_runs_a_compiled_module(emulator):
+    assert cuda.emulated() and "emulator" in emulator.name and emulator.arch == "sm_80"
+    module = P.compile_ptx([_scale_kernel(1000)])
+    loaded = emulator.load_module(module.ptx)
+    x = np.arange(1000, dtype=np.float32)
+    dx, dy = emulator.to_device(x), emulator.empty((1000,), np.float32)
+    (launch,) = module.kernels[0].launches
+    loaded.function(launch.entry).launch(launch.grid, launch.block, [dx.ptr, dy.ptr])
+    emulator.synchronize()
+    np.testing.assert_array_equal(dy.to_host(), 2 * x)
+
+
+def test_a_buffer_shorter_than_the_kernel_touches_is_refused_before_the_launch(emulator):
+    module = P.compile_ptx([_scale_kernel(1000)])
+    loaded = emulator.load_module(module.ptx)
+    dx, small = emulator.to_device(np.ones(1000, np.float32)), emulator.empty((10,), np.float32)
+    (launch,) = module.kernels[0].launches
+    with pytest.raises(cuda.CudaError, match="INVALID_VALUE.*parameter 1: 4000 bytes"):
+        loaded.function(launch.entry).launch(launch.grid, launch.block, [dx.ptr, small.ptr])
+
+
+def test_a_write_past_a_buffer_is_reported_by_the_next_launch(emulator):
+    """Guard bytes around every allocation are checked after each launch,
+    for a kernel whose code writes beyond what its plan declares (a codegen
+    bug). The stray write is made by the host here: correct kernels have none."""
+    module = P.compile_ptx([_scale_kernel(16)])
+    loaded = emulator.load_module(module.ptx)
+    dx, dy = emulator.to_device(np.ones(16, np.float32)), emulator.empty((16,), np.float32)
+    (launch,) = module.kernels[0].launches
+    fn = loaded.function(launch.entry)
+    fn.launch(launch.grid, launch.block, [dx.ptr, dy.ptr])
+    ctypes.memset(dy.ptr + 64, 0, 4)             # 4 bytes just past the end
+    with pytest.raises(cuda.CudaError, match="ILLEGAL_ADDRESS.*wrote outside"):
+        fn.launch(launch.grid, launch.block, [dx.ptr, dy.ptr])
+    ctypes.memset(dy.ptr + 64, 0xA5, 4)          # mend it, so freeing the buffer succeeds
+
+
+def test_only_ptx_compiled_in_this_process_loads(emulator):
+    with pytest.raises(cuda.CudaError, match="could not load the PTX.*INVALID_PTX"):
+        emulator.load_module("// not graphc's\n.version 7.0\n.target sm_80\n")
+    with pytest.raises(cuda.CudaError, match="NOT_FOUND"):
+        emulator.load_module(P.compile_ptx([_scale_kernel(4)]).ptx).function("no_such_entry")
+
+
+def test_switching_the_emulator_off_without_a_driver_names_the_driver(emulator):
+    cuda.use_emulator(False)
+    if cuda.available():
+        pytest.skip("this machine has a real GPU")
+    assert not cuda.emulated()
+    with pytest.raises(cuda.CudaUnavailableError, match="driver|GPU"):
+        cuda.get_context()
