@@ -311,3 +311,30 @@ def test_updated_variables_stay_on_the_device_until_someone_reads_them():
     for name in want_vars:
         np.testing.assert_allclose(values[name], want_vars[name], rtol=1e-4, atol=1e-5)
     assert np.isfinite(loss)
+
+
+def test_kernel_outputs_share_device_buffers_when_their_lifetimes_do_not_overlap():
+    from graphc.backends.ptx import PtxExecutable
+    g = gc.Graph()
+    with g.as_default():
+        fetches, placeholders = _mlp()
+        init = gc.global_variables_initializer()
+    with gc.Session(graph=g, config=gc.Config(backend="ptx")) as sess:
+        sess.run(init)
+        sess.run(fetches, dict(zip(placeholders, _mlp_feeds(0))))
+        ex = max((e for e in sess._cache.values() if isinstance(e, PtxExecutable)), key=lambda e: len(e.steps))
+    plan = ex.program.analyses["memory_plan"]
+    outputs = [t for s in ex.steps if type(s).__name__ == "_KernelStep" for t in s.op.outputs if t in ex.slots]
+    assert len(set(ex.slots.values())) < len(outputs)
+    assert sum(ex.slot_bytes) < sum(plan.tensors[t].nbytes for t in outputs)
+    # no two tensors in one buffer are alive at once (views of them included), not even in place
+    ends = {}
+    for life in plan.tensors.values():
+        ends[life.owner] = max(ends.get(life.owner, -1), life.end)
+    by_slot = {}
+    for t in outputs:
+        by_slot.setdefault(ex.slots[t], []).append(t)
+    for tensors in by_slot.values():
+        tensors.sort(key=lambda t: plan.tensors[t].start)
+        for a, b in zip(tensors, tensors[1:]):
+            assert ends[a] < plan.tensors[b].start

@@ -437,6 +437,11 @@ def test_strategy_kernels_assemble(arch):
 # ---------------------------------------------------------------------------
 # Errors, configuration, dumps
 # ---------------------------------------------------------------------------
+def test_math_polynomials_use_fused_multiply_adds_like_the_cpu():
+    module = ptx.compile_ptx([_op_kernel(lambda a: gc.exp(a), (100,))])
+    assert "fma.rn.f32" in module.ptx
+
+
 def test_ops_that_would_call_libm_are_refused_by_name(monkeypatch):
     monkeypatch.setattr(llvm_cpu, "USE_LLVM_MATH", False)
     g = gc.Graph()

@@ -391,11 +391,14 @@ class DeviceBuffer:
             self.ctx.call("cuMemcpyDtoH_v2", ctypes.c_void_p(out.ctypes.data), self.ptr, out.nbytes)
         return out
 
-    def copy_from_device(self, other: "DeviceBuffer") -> None:
-        if other.nbytes != self.nbytes:
-            raise CudaError(f"device copy of {other.nbytes} bytes into {self.nbytes}")
-        if self.nbytes:
-            self.ctx.call("cuMemcpyDtoD_v2", self.ptr, other.ptr, self.nbytes)
+    def copy_from_device(self, other: "DeviceBuffer", nbytes: Optional[int] = None) -> None:
+        """Copy the first ``nbytes`` (default: all) of ``other`` here."""
+        n = self.nbytes if nbytes is None else int(nbytes)
+        if nbytes is None and other.nbytes != self.nbytes or n > self.nbytes or n > other.nbytes:
+            raise CudaError(f"device copy of {n if nbytes is not None else other.nbytes} bytes from a buffer of "
+                            f"{other.nbytes} into one of {self.nbytes}")
+        if n:
+            self.ctx.call("cuMemcpyDtoD_v2", self.ptr, other.ptr, n)
 
     def free(self) -> None:
         ptr, self.ptr = getattr(self, "ptr", 0), 0
@@ -410,7 +413,9 @@ class DeviceBuffer:
 
 
 class DeviceArray:
-    """A C-contiguous array in device memory."""
+    """A C-contiguous array in device memory: the first ``nbytes`` of its
+    buffer (which may be larger: buffers are shared between tensors whose
+    lifetimes do not overlap)."""
 
     def __init__(self, ctx: Context, shape: Tuple[int, ...], dtype: np.dtype,
                  buffer: Optional[DeviceBuffer] = None) -> None:
@@ -419,7 +424,7 @@ class DeviceArray:
         self.dtype = np.dtype(dtype)
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         self.buffer = buffer if buffer is not None else DeviceBuffer(ctx, self.nbytes)
-        if self.buffer.nbytes != self.nbytes:
+        if self.buffer.nbytes < self.nbytes:
             raise CudaError(f"a {self.dtype.name}{list(self.shape)} array needs {self.nbytes} bytes, "
                             f"its buffer has {self.buffer.nbytes}")
 
@@ -435,7 +440,10 @@ class DeviceArray:
         return d
 
     def to_host(self) -> np.ndarray:
-        return self.buffer.copy_to_host(np.empty(self.shape, self.dtype))
+        out = np.empty(self.shape, self.dtype)
+        if self.nbytes:
+            self.ctx.call("cuMemcpyDtoH_v2", ctypes.c_void_p(out.ctypes.data), self.ptr, self.nbytes)
+        return out
 
     def reshape(self, shape: Sequence[int]) -> "DeviceArray":
         """The same memory with another shape of the same size (no copy)."""

@@ -10,9 +10,11 @@ flow, random ops, convolutions... are host steps: their inputs are copied
 to the host (once per run and tensor), their outputs are uploaded when a
 launch needs them.
 
-Memory. Every tensor a kernel computes has a device buffer of its own,
-allocated on the first run and reused by every later one (shapes are
-static), plus the split reductions' scratch buffers. Fetches are copied out
+Memory. The tensors kernels compute live in device buffers allocated on
+the first run and reused by every later one (shapes are static); tensors
+whose lifetimes in the memory plan do not overlap share a buffer (never in
+place: entries take ``noalias`` pointers). Reductions' scratch buffers are
+per kernel. Fetches are copied out
 into fresh host arrays; feeds are copied in.
 
 Variables stay on the device across runs: per Session (its VariableStore)
@@ -141,6 +143,41 @@ def _update_kernel(op: Operation) -> Optional[L.Kernel]:
     return L.Kernel(f"{op.name}.update", params, body)
 
 
+def _device_slots(program: Any, schedule: Sequence[Operation],
+                  kernel_ops: Sequence[Operation]) -> "tuple[Dict[Tensor, int], List[int]]":
+    """Device buffers for the kernels' outputs, shared between tensors whose
+    lifetimes (from the memory plan) do not overlap: tensor -> slot, and
+    each slot's bytes. Unlike the CPU arena, no output takes the buffer of
+    an input whose last use is its own kernel: GPU entries mark their
+    pointers ``noalias``. Without a plan (or a schedule it does not
+    describe) every output gets a buffer of its own."""
+    plan = program.analyses.get("memory_plan")
+    ours = set(schedule)
+    if plan is None or [op for op in plan.schedule if op in ours] != list(schedule):
+        return {}, []
+    ends: Dict[Tensor, int] = {}
+    for life in plan.tensors.values():
+        ends[life.owner] = max(ends.get(life.owner, -1), life.end)
+    slots: Dict[Tensor, int] = {}
+    sizes: List[int] = []
+    free_after: List[int] = []          # the last position a slot's current tensor is used at
+    for op in kernel_ops:
+        for t in op.outputs:
+            life = plan.tensors.get(t)
+            if life is None or life.kind != "planned" or life.nbytes is None or life.base is not None:
+                continue
+            fits = [i for i in range(len(sizes)) if free_after[i] < life.start and sizes[i] >= life.nbytes]
+            if fits:
+                slot = min(fits, key=lambda i: (sizes[i], i))
+            else:
+                slot = len(sizes)
+                sizes.append(max(life.nbytes, 1))
+                free_after.append(-1)
+            slots[t] = slot
+            free_after[slot] = ends.get(t, life.end)
+    return slots, sizes
+
+
 _KERNEL_ERROR = re.compile(r"\bop (\S+?):")
 
 
@@ -225,6 +262,9 @@ class PtxExecutable:
                     self.steps.append(_SimpleStep(op, "nothing"))
             else:
                 self.steps.append(_SimpleStep(op, n.kind))       # view | read
+        self.slots, self.slot_bytes = _device_slots(program, schedule, [s.op for s in self.steps
+                                                                         if isinstance(s, _KernelStep)])
+        self.slot_buffers: List["cuda.DeviceBuffer"] = []
         self.host_ops = [s.op for s in self.steps if isinstance(s, _SimpleStep) and s.kind == "host"]
         self.device_ops = sum(1 for s in self.steps if not (isinstance(s, _SimpleStep) and s.kind == "host"))
         self._lock = threading.Lock()
@@ -357,7 +397,11 @@ class _Run:
     def launch_kernel(self, step: _KernelStep) -> None:
         op, plan = step.op, step.plan
         if not step.outputs:
-            step.outputs = [self.ctx.empty(t.shape, t.dtype) for t in op.outputs]
+            ex = self.ex
+            if not ex.slot_buffers:
+                ex.slot_buffers = [self.ctx.alloc(n) for n in ex.slot_bytes]
+            step.outputs = [cuda.DeviceArray(self.ctx, tuple(t.shape), t.dtype, ex.slot_buffers[ex.slots[t]])
+                            if t in ex.slots else self.ctx.empty(t.shape, t.dtype) for t in op.outputs]
             step.scratch = [self.ctx.empty(p.shape, p.dtype) for p in plan.scratch]
         params = [self.on_device(t).ptr for t in op.inputs] + [d.ptr for d in step.outputs]
         if len(params) != len(plan.params):
@@ -393,7 +437,7 @@ class _Run:
             target, slot.spare = slot.spare, None
         if target is None:
             target = self.ctx.alloc(source.nbytes)
-        target.copy_from_device(source.buffer)
+        target.copy_from_device(source.buffer, source.nbytes)
         value = cuda.DeviceArray(self.ctx, tuple(op.outputs[0].shape), op.outputs[0].dtype, target)
         self.pending[var] = value
         self.dev[op.outputs[0]] = value
