@@ -294,7 +294,7 @@ def test_updated_variables_stay_on_the_device_until_someone_reads_them():
     with g.as_default():
         fetches, placeholders = _mlp()
         init = gc.global_variables_initializer()
-    driver = cuda.get_context().driver
+    driver = cuda.get_context().driver.lib
     with gc.Session(graph=g, config=gc.Config(backend="ptx")) as sess:
         sess.run(init)
         sess.run(fetches[1], dict(zip(placeholders, _mlp_feeds(0))))

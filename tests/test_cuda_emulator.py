@@ -77,3 +77,17 @@ def test_switching_the_emulator_off_without_a_driver_names_the_driver(emulator):
     assert not cuda.emulated()
     with pytest.raises(cuda.CudaUnavailableError, match="driver|GPU"):
         cuda.get_context()
+
+
+def test_calls_go_through_the_drivers_own_ctypes_signatures(emulator):
+    """The runtime's _Driver loads the emulator like libcuda and sets the real
+    argument types: a badly typed argument fails in ctypes, as it would
+    with the real library, and an error carries the driver's name and text."""
+    from graphc.runtime.cuda_emulator import EmulatedLibrary
+    assert isinstance(emulator.driver.lib, EmulatedLibrary)
+    with pytest.raises(ctypes.ArgumentError):
+        emulator.driver.call("cuMemFree_v2", "not a device pointer")
+    with pytest.raises(cuda.CudaError, match=r"cuMemFree_v2 failed: CUDA_ERROR_INVALID_VALUE: 0x10 is not an "
+                                             r"allocation.*\(CUresult 1\)"):
+        emulator.driver.call("cuMemFree_v2", 16)
+    assert emulator.driver.lib.calls["cuMemFree_v2"] >= 1

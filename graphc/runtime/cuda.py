@@ -93,7 +93,7 @@ class CudaError(ExecutionError):
 class _Driver:
     """The loaded library with typed entry points."""
 
-    def __init__(self, lib: ctypes.CDLL, path: str) -> None:
+    def __init__(self, lib: Any, path: str) -> None:     # a ctypes.CDLL, or the emulator's stand-in
         self.lib = lib
         self.path = path
         self.fns: Dict[str, Any] = {}
@@ -140,15 +140,19 @@ def _load() -> _Driver:
             return _driver
         if _failure is not None:
             raise CudaUnavailableError(_failure)
-        if _emulating():
-            from .cuda_emulator import EmulatedDriver
-            _driver = EmulatedDriver()      # type: ignore[assignment]
-            return _driver
+        emulate = _emulating()
         names = [os.environ["GRAPHC_LIBCUDA"]] if os.environ.get("GRAPHC_LIBCUDA") else list(LIBRARY_NAMES)
+        if emulate:
+            from .cuda_emulator import DEVICE_NAME
+            names = [DEVICE_NAME]
         errors = []
         for name in names:
             try:
-                lib = ctypes.CDLL(name)
+                if emulate:
+                    from .cuda_emulator import EmulatedDriver
+                    lib = EmulatedDriver().library()
+                else:
+                    lib = ctypes.CDLL(name)
             except OSError as exc:
                 errors.append(f"{name}: {exc}")
                 continue
@@ -203,8 +207,8 @@ def emulated() -> bool:
     """True when the driver in use is the host emulator."""
     if not available():
         return False
-    from .cuda_emulator import EmulatedDriver
-    return isinstance(_driver, EmulatedDriver)
+    from .cuda_emulator import EmulatedLibrary
+    return isinstance(getattr(_driver, "lib", None), EmulatedLibrary)
 
 
 def available() -> bool:

@@ -2,10 +2,12 @@
 there is no GPU (CI, development machines).
 
 It stands in for ``libcuda.so`` underneath :mod:`graphc.runtime.cuda`: the
-Context, Module, Function and buffer classes run unchanged and make the same
-driver calls (argument marshalling for ``cuLaunchKernel`` included), which
-this module answers. Enable it with ``GRAPHC_CUDA_EMULATOR=1`` or
-:func:`graphc.runtime.cuda.use_emulator`.
+runtime loads :class:`EmulatedLibrary` instead of the library (C function
+pointers it calls through libcuda's own ctypes signatures), so its driver
+wrapper, Context, Module, Function and buffer classes run unchanged and make
+the same driver calls (argument marshalling for ``cuLaunchKernel``
+included), which this module answers. Enable it with
+``GRAPHC_CUDA_EMULATOR=1`` or :func:`graphc.runtime.cuda.use_emulator`.
 
 What runs. The emulator cannot execute PTX. ``cuModuleLoadDataEx`` looks the
 PTX text up among the modules :func:`graphc.codegen.ptx.compile_ptx` made in
@@ -62,11 +64,12 @@ CUDA_ERROR_NOT_FOUND = 500
 CUDA_ERROR_ILLEGAL_ADDRESS = 700
 CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701
 CUDA_ERROR_INVALID_PTX = 218
+CUDA_ERROR_UNKNOWN = 999
 _NAMES = {CUDA_ERROR_INVALID_VALUE: "CUDA_ERROR_INVALID_VALUE", CUDA_ERROR_OUT_OF_MEMORY: "CUDA_ERROR_OUT_OF_MEMORY",
           CUDA_ERROR_INVALID_IMAGE: "CUDA_ERROR_INVALID_IMAGE", CUDA_ERROR_INVALID_HANDLE: "CUDA_ERROR_INVALID_HANDLE",
           CUDA_ERROR_NOT_FOUND: "CUDA_ERROR_NOT_FOUND", CUDA_ERROR_ILLEGAL_ADDRESS: "CUDA_ERROR_ILLEGAL_ADDRESS",
           CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
-          CUDA_ERROR_INVALID_PTX: "CUDA_ERROR_INVALID_PTX"}
+          CUDA_ERROR_INVALID_PTX: "CUDA_ERROR_INVALID_PTX", CUDA_ERROR_UNKNOWN: "CUDA_ERROR_UNKNOWN"}
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 
@@ -78,20 +81,43 @@ class _Failure(Exception):
         self.detail = detail
 
 
-def _out(ref: Any) -> Any:
-    """The ctypes object behind ``ctypes.byref(obj)`` (or obj itself)."""
-    return getattr(ref, "_obj", ref)
+def _store(address: int, ctype: Any, value: int) -> None:
+    """``*(ctype *)address = value`` (an output argument of a driver call)."""
+    if not address:
+        raise _Failure(CUDA_ERROR_INVALID_VALUE, "a NULL output pointer")
+    ctypes.cast(address, ctypes.POINTER(ctype))[0] = value
 
 
 def _address(value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, ctypes.c_void_p):
-        return value.value or 0
-    v = getattr(value, "value", None)
-    if isinstance(v, int):
-        return v
-    return ctypes.cast(value, ctypes.c_void_p).value or 0
+    return int(value or 0)      # a NULL pointer arrives as None
+
+
+class EmulatedLibrary:
+    """Stands in for the ``ctypes.CDLL`` of libcuda: for every entry point
+    the runtime uses, a C function pointer (a ctypes callback taking the C
+    arguments as plain integers: pointers as addresses) into the emulator.
+    :class:`graphc.runtime.cuda._Driver` sets the real argument types on
+    them and calls them like the library's own functions."""
+
+    def __init__(self, emulator: "EmulatedDriver") -> None:
+        from .cuda import _SIGNATURES
+        self.emulator = emulator
+        self._callbacks = []
+        for name, argtypes in _SIGNATURES.items():
+            raw = [ctypes.c_void_p if _is_pointer(t) else t for t in argtypes]
+            prototype = ctypes.CFUNCTYPE(ctypes.c_int, *raw)
+            callback = prototype(lambda *args, _name=name: emulator.dispatch(_name, *args))
+            self._callbacks.append(callback)
+            # a separate function-pointer object, so the runtime's argtypes do not touch the callback's
+            setattr(self, name, prototype(ctypes.cast(callback, ctypes.c_void_p).value))
+
+    @property
+    def calls(self) -> Dict[str, int]:
+        return self.emulator.calls
+
+
+def _is_pointer(t: Any) -> bool:
+    return t in (ctypes.c_void_p, ctypes.c_char_p) or (isinstance(t, type) and issubclass(t, ctypes._Pointer))
 
 
 class _Allocation:
@@ -147,7 +173,11 @@ class _Function:
 
 
 class EmulatedDriver:
-    """The driver calls :mod:`graphc.runtime.cuda` makes, answered on the host."""
+    """The driver, answered on the host. :meth:`library` gives the object
+    :mod:`graphc.runtime.cuda` loads in place of ``libcuda``: one C-callable
+    function per driver entry point, called through the same ctypes
+    signatures as the real ones (so the runtime's argument conversions run
+    for real), each returning a ``CUresult``."""
 
     path = DEVICE_NAME
 
@@ -171,24 +201,17 @@ class EmulatedDriver:
         self.launches = 0
         # driver calls made, by name (tests count copies with it)
         self.calls: Dict[str, int] = {}
-        self._handlers: Dict[str, Callable[..., None]] = {
-            name: getattr(self, "_" + name) for name in (
-                "cuInit", "cuDriverGetVersion", "cuDeviceGetCount", "cuDeviceGet", "cuDeviceGetName",
-                "cuDeviceGetAttribute", "cuDeviceTotalMem_v2", "cuDevicePrimaryCtxRetain",
-                "cuDevicePrimaryCtxRelease_v2", "cuCtxSetCurrent", "cuCtxSynchronize", "cuModuleLoadDataEx",
-                "cuModuleUnload", "cuModuleGetFunction", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemcpyHtoD_v2",
-                "cuMemcpyDtoH_v2", "cuMemcpyDtoD_v2", "cuMemsetD8_v2", "cuLaunchKernel")}
+        # what cuGetErrorString says about the last failure, per thread
+        self._detail = threading.local()
+        self._strings: Dict[bytes, Any] = {}
 
-    # ---- the interface graphc.runtime.cuda uses ----------------------------------------
-    def error_text(self, code: int) -> str:
-        return _NAMES.get(code, f"CUresult {code}")
+    def library(self) -> "EmulatedLibrary":
+        return EmulatedLibrary(self)
 
-    def call(self, name: str, *args: Any) -> None:
-        from .cuda import CudaError
-        handler = self._handlers.get(name)
-        if handler is None:
-            raise CudaError(f"{name} is not emulated", CUDA_ERROR_NOT_FOUND)
+    def dispatch(self, name: str, *args: Any) -> int:
+        """Run the handler of ``name`` on the raw C arguments; its CUresult."""
         self.calls[name] = self.calls.get(name, 0) + 1
+        handler = getattr(self, "_" + name)
         try:
             if name == "cuLaunchKernel":
                 # not under the lock while kernels run: a garbage collection on a
@@ -198,28 +221,51 @@ class EmulatedDriver:
                 with self._lock:
                     handler(*args)
         except _Failure as exc:
-            raise CudaError(f"{name} failed: {self.error_text(exc.code)}: {exc.detail} (CUresult {exc.code}, "
-                            "CUDA emulator)", exc.code) from None
+            self._detail.text = f"{exc.detail} (CUDA emulator)"
+            return exc.code
+        except Exception as exc:    # a bug here must not pass for success (ctypes would return 0)
+            self._detail.text = f"CUDA emulator internal error in {name}: {exc!r}"
+            return CUDA_ERROR_UNKNOWN
+        return CUDA_SUCCESS
+
+    def _static(self, text: str) -> int:
+        """The address of a NUL-terminated copy of ``text`` that stays alive."""
+        raw = text.encode(errors="replace")
+        buf = self._strings.get(raw)
+        if buf is None:
+            if len(self._strings) > 1024:
+                self._strings.clear()
+            buf = self._strings[raw] = ctypes.create_string_buffer(raw)
+        return ctypes.addressof(buf)
+
+    # ---- errors ------------------------------------------------------------------------
+    def _cuGetErrorName(self, code: int, out: int) -> None:
+        _store(out, ctypes.c_void_p, self._static(_NAMES.get(code, f"CUresult {code}")))
+
+    def _cuGetErrorString(self, code: int, out: int) -> None:
+        text = getattr(self._detail, "text", None) or _NAMES.get(code, f"CUresult {code}")
+        _store(out, ctypes.c_void_p, self._static(text))
 
     # ---- device and context ------------------------------------------------------------
     def _cuInit(self, flags: int) -> None:
         pass
 
-    def _cuDriverGetVersion(self, out: Any) -> None:
-        _out(out).value = 12000
+    def _cuDriverGetVersion(self, out: int) -> None:
+        _store(out, ctypes.c_int, 12000)
 
-    def _cuDeviceGetCount(self, out: Any) -> None:
-        _out(out).value = 1
+    def _cuDeviceGetCount(self, out: int) -> None:
+        _store(out, ctypes.c_int, 1)
 
-    def _cuDeviceGet(self, out: Any, ordinal: int) -> None:
+    def _cuDeviceGet(self, out: int, ordinal: int) -> None:
         if ordinal != 0:
             raise _Failure(CUDA_ERROR_INVALID_VALUE, f"no device {ordinal}")
-        _out(out).value = 0
+        _store(out, ctypes.c_int, 0)
 
-    def _cuDeviceGetName(self, buffer: Any, size: int, device: int) -> None:
-        ctypes.memmove(buffer, DEVICE_NAME.encode()[:size - 1] + b"\0", min(size, len(DEVICE_NAME) + 1))
+    def _cuDeviceGetName(self, buffer: int, size: int, device: int) -> None:
+        name = DEVICE_NAME.encode()[:max(size - 1, 0)] + b"\0"
+        ctypes.memmove(buffer, name, min(size, len(name)))
 
-    def _cuDeviceGetAttribute(self, out: Any, attr: int, device: int) -> None:
+    def _cuDeviceGetAttribute(self, out: int, attr: int, device: int) -> None:
         from . import cuda
         values = {cuda.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: COMPUTE_CAPABILITY[0],
                   cuda.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: COMPUTE_CAPABILITY[1],
@@ -227,13 +273,13 @@ class EmulatedDriver:
                   cuda.CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: MAX_THREADS_PER_BLOCK}
         if attr not in values:
             raise _Failure(CUDA_ERROR_INVALID_VALUE, f"attribute {attr} is not emulated")
-        _out(out).value = values[attr]
+        _store(out, ctypes.c_int, values[attr])
 
-    def _cuDeviceTotalMem_v2(self, out: Any, device: int) -> None:
-        _out(out).value = TOTAL_MEMORY
+    def _cuDeviceTotalMem_v2(self, out: int, device: int) -> None:
+        _store(out, ctypes.c_size_t, TOTAL_MEMORY)
 
-    def _cuDevicePrimaryCtxRetain(self, out: Any, device: int) -> None:
-        _out(out).value = 0xC0DE
+    def _cuDevicePrimaryCtxRetain(self, out: int, device: int) -> None:
+        _store(out, ctypes.c_void_p, 0xC0DE)
 
     def _cuDevicePrimaryCtxRelease_v2(self, device: int) -> None:
         pass
@@ -256,29 +302,31 @@ class EmulatedDriver:
             raise _Failure(CUDA_ERROR_INVALID_HANDLE, f"{_address(value):#x} is not a {kind.__name__[1:].lower()}")
         return obj
 
-    def _cuModuleLoadDataEx(self, out: Any, image: Any, noptions: int, options: Any, values: Any) -> None:
+    def _cuModuleLoadDataEx(self, out: int, image: int, noptions: int, options: int, values: int) -> None:
         from ..codegen.ptx import build_for_host
         from ..errors import CompileError
-        text = ctypes.string_at(_address(image)).decode("ascii", errors="replace")
+        if not image:
+            raise _Failure(CUDA_ERROR_INVALID_VALUE, "no image")
+        text = ctypes.string_at(image).decode("ascii", errors="replace")
         try:
             build = build_for_host(text)
         except CompileError as exc:
             raise _Failure(CUDA_ERROR_INVALID_PTX, str(exc)) from None
-        _out(out).value = self._new_handle(_Module(build))
+        _store(out, ctypes.c_void_p, self._new_handle(_Module(build)))
 
     def _cuModuleUnload(self, handle: Any) -> None:
         self._handle(handle, _Module)
         del self._handles[_address(handle)]
 
-    def _cuModuleGetFunction(self, out: Any, module: Any, name: bytes) -> None:
+    def _cuModuleGetFunction(self, out: int, module: int, name: int) -> None:
         mod = self._handle(module, _Module)
-        entry = name.decode() if isinstance(name, bytes) else str(name)
+        entry = ctypes.string_at(name).decode(errors="replace")
         if entry not in mod.build.nparams:
             raise _Failure(CUDA_ERROR_NOT_FOUND, f"the module has no entry {entry!r}")
-        _out(out).value = self._new_handle(_Function(mod, entry))
+        _store(out, ctypes.c_void_p, self._new_handle(_Function(mod, entry)))
 
     # ---- memory ------------------------------------------------------------------------
-    def _cuMemAlloc_v2(self, out: Any, nbytes: int) -> None:
+    def _cuMemAlloc_v2(self, out: int, nbytes: int) -> None:
         if nbytes <= 0:
             raise _Failure(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc of 0 bytes")
         try:
@@ -287,7 +335,7 @@ class EmulatedDriver:
             raise _Failure(CUDA_ERROR_OUT_OF_MEMORY, f"{nbytes} bytes") from None
         self._allocations[a.ptr] = a
         bisect.insort(self._starts, a.ptr)
-        _out(out).value = a.ptr
+        _store(out, ctypes.c_uint64, a.ptr)
 
     def _cuMemFree_v2(self, ptr: int) -> None:
         a = self._allocations.pop(_address(ptr), None)
@@ -324,8 +372,8 @@ class EmulatedDriver:
         ctypes.memset(_address(dst), int(value), nbytes)
 
     # ---- launches ----------------------------------------------------------------------
-    def _cuLaunchKernel(self, function: Any, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
-                        shared_bytes: int, stream: Any, params: Any, extra: Any) -> None:
+    def _cuLaunchKernel(self, function: int, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
+                        shared_bytes: int, stream: int, params: int, extra: int) -> None:
         with self._lock:
             fn = self._handle(function, _Function)
             argv = self._check_launch(fn, gx, gy, gz, bx, by, bz, shared_bytes, params)
@@ -359,12 +407,14 @@ class EmulatedDriver:
             raise _Failure(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, f"{fn.name}: {shared} bytes of shared memory")
         # the kernel's parameters: params[i] points at the i-th u64 argument
         argv = (ctypes.c_uint64 * max(fn.nparams, 1))()
+        if fn.nparams and not params:
+            raise _Failure(CUDA_ERROR_INVALID_VALUE, f"{fn.name}: no kernel parameters given")
+        slots = ctypes.cast(params, ctypes.POINTER(ctypes.c_void_p))
         for i in range(fn.nparams):
-            slot = params[i]
-            pointer = ctypes.cast(slot, ctypes.POINTER(ctypes.c_uint64))
-            if not slot or not pointer:
+            slot = slots[i]
+            if not slot:
                 raise _Failure(CUDA_ERROR_INVALID_VALUE, f"{fn.name}: parameter {i} is missing")
-            argv[i] = pointer[0]
+            argv[i] = ctypes.cast(slot, ctypes.POINTER(ctypes.c_uint64))[0]
             # the whole extent the kernel touches must be allocated: a kernel
             # given a short buffer would otherwise write over the host's heap
             self._owner(int(argv[i]), max(fn.argument_bytes[i], 1), f"{fn.name} parameter {i}")
