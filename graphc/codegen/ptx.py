@@ -69,8 +69,7 @@ from ..dump import add_artifact, add_timing
 from . import jit
 from ..errors import CompileError
 from ..lowering import loop_ir as L
-from ..lowering.split_reduction import (accumulator_updates, innermost_count, reduction_parts, split_reduction,
-                                        substitute_var)
+from ..lowering.split_reduction import analyze_reduction, innermost_count, split_reduction, substitute_var
 from .llvm_cpu import combine_values, emit_kernel, memory_type, split_loop
 
 __all__ = ["DEFAULT_ARCH", "BLOCK_SIZE", "TRIPLE", "BufferRef", "Launch", "PtxKernel", "PtxModule",
@@ -618,28 +617,16 @@ def _flatten_sequential(loop: L.Loop) -> L.Loop:
 
 
 def _block_reduce_plan(kernel: L.Kernel) -> Optional[_BlockReduce]:
-    outer: Optional[L.Loop] = None
-    stmts = kernel.body
-    if len(stmts) == 1 and isinstance(stmts[0], L.Loop) and stmts[0].parallel:
-        outer = stmts[0]
-        stmts = outer.body
-    parts = reduction_parts(stmts)
-    if parts is None:
+    red = analyze_reduction(kernel)
+    if red is None:
         return None
-    inits, loop, finals = parts
-    width = outer.extent if outer is not None else 1
+    outer, inits, finals, ops, width = red.outer, red.inits, red.finals, red.ops, red.width
     if width > BLOCK_REDUCE_MAX_RESULTS or width < 1:
         return None
-    loop = _flatten_sequential(loop)
+    loop = _flatten_sequential(red.loop)
     rows = loop.extent
     threads = BLOCK_REDUCE_THREADS
     if rows < threads or rows * innermost_count(loop.body) < BLOCK_REDUCE_MIN_ELEMENTS:
-        return None
-    ops: Dict[str, str] = {}
-    for u in accumulator_updates(loop.body):
-        if ops.setdefault(u.name, u.op) != u.op:
-            return None
-    if set(ops) != {s.name for s in inits}:
         return None
     tree_bytes = threads * sum(np.dtype(s.dtype).itemsize for s in inits)
     if tree_bytes > BLOCK_REDUCE_MAX_SHARED:

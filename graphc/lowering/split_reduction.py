@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -98,9 +98,25 @@ def innermost_count(stmts: Sequence[L.Stmt]) -> int:
     return most
 
 
-def split_reduction(kernel: L.Kernel) -> Optional[SplitReduction]:
-    """The three kernels above, or None when ``kernel`` is not a long full or
-    column reduction (or is too short to be worth splitting)."""
+@dataclass
+class Reduction:
+    """A kernel that is one reduction: AccInits, one sequential ``loop``
+    updating each accumulator with one op (``ops``), then stores of
+    accumulator expressions (``finals``), optionally all inside one parallel
+    loop over results (``outer``)."""
+    outer: Optional[L.Loop]
+    inits: List[L.AccInit]
+    loop: L.Loop
+    finals: List[L.Stmt]
+    ops: Dict[str, str]
+
+    @property
+    def width(self) -> int:
+        return self.outer.extent if self.outer is not None else 1
+
+
+def analyze_reduction(kernel: L.Kernel) -> Optional[Reduction]:
+    """``kernel`` as a :class:`Reduction`, or None when it is not one."""
     outer: Optional[L.Loop] = None
     stmts = kernel.body
     if len(stmts) == 1 and isinstance(stmts[0], L.Loop) and stmts[0].parallel:
@@ -110,6 +126,22 @@ def split_reduction(kernel: L.Kernel) -> Optional[SplitReduction]:
     if parts is None:
         return None
     inits, loop, finals = parts
+    ops: Dict[str, str] = {}
+    for u in accumulator_updates(loop.body):
+        if ops.setdefault(u.name, u.op) != u.op:
+            return None
+    if set(ops) != {s.name for s in inits}:
+        return None
+    return Reduction(outer, inits, loop, finals, ops)
+
+
+def split_reduction(kernel: L.Kernel) -> Optional[SplitReduction]:
+    """The three kernels above, or None when ``kernel`` is not a long full or
+    column reduction (or is too short to be worth splitting)."""
+    red = analyze_reduction(kernel)
+    if red is None:
+        return None
+    outer, inits, loop, finals, updates = red.outer, red.inits, red.loop, red.finals, red.ops
     per_row = innermost_count(loop.body)
     rows = loop.extent
     chunk = max(-(-MIN_CHUNK_ELEMENTS // per_row), -(-rows // MAX_CHUNKS))
@@ -126,12 +158,6 @@ def split_reduction(kernel: L.Kernel) -> Optional[SplitReduction]:
         while name in names:
             name += "_"
         scratch.append(L.Param(name, np.dtype(s.dtype), (slots * width,), "output"))
-    updates = {}
-    for u in accumulator_updates(loop.body):
-        if updates.setdefault(u.name, u.op) != u.op:
-            return None
-    if set(updates) != {s.name for s in inits}:
-        return None
 
     def slot_index(c: L.IExpr) -> L.IExpr:
         return L.iadd(L.imul(c, width), L.IVar(outer.var)) if outer is not None else c
