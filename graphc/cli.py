@@ -2,6 +2,7 @@
 
     graphc dump GRAPH_FILE [--fetch NAME ...] [--stage S] [--format text|dot|svg|html] [-o OUT]
     graphc export GRAPH_FILE --fetch NAME ... --feed NAME:SHAPE:DTYPE ... -o DIR [--name fn] [--cpu CPU]
+    graphc ptx GRAPH_FILE --fetch NAME ... [--feed NAME:SHAPE:DTYPE ...] [--arch sm_XY] [--check] [-o FILE]
     graphc passes
     graphc demo [--epochs N] [--batch-size N] [--backend B] [--quiet] ...
 
@@ -9,7 +10,8 @@
 its dump at one stage of the optimisation pipeline (see ``gc.dump``);
 ``export`` compiles fetched tensors of a saved graph, as a function of the
 fed placeholders, into ``DIR/<name>.so`` and ``DIR/<name>.h`` (``gc.export``,
-docs/export.md); ``passes`` lists the pipeline's passes in the order they
+docs/export.md); ``ptx`` prints the PTX the ptx backend would run for them
+(no GPU needed; docs/ptx.md); ``passes`` lists the pipeline's passes in the order they
 run; ``demo`` trains the MLP demo (:mod:`graphc.demo`). A graphc error prints one line,
 ``graphc: error: ...``, and exits with status 1; a usage error exits with 2.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from .errors import GraphcError
 
@@ -136,6 +138,22 @@ def _parser() -> argparse.ArgumentParser:
                         help="restore the variables from this gc.train.Saver checkpoint before freezing them")
     export.set_defaults(run=_export)
 
+    ptx_cmd = sub.add_parser(
+        "ptx", help="print the PTX the ptx backend would run for a saved graph (no GPU needed)",
+        description="Load a graph saved with gc.save_graph, optimize the fetched tensors as a function of "
+                    "the fed placeholders, and print the PTX module the ptx backend would load, with each "
+                    "kernel's launch strategy and grid on stderr (see docs/ptx.md). No GPU is needed.")
+    ptx_cmd.add_argument("graph_file", metavar="GRAPH_FILE", help="a graph file written by gc.save_graph")
+    ptx_cmd.add_argument("--fetch", action="append", required=True, metavar="NAME",
+                         help="tensor to compute ('loss:0', or 'loss'); repeat it or separate names by commas")
+    ptx_cmd.add_argument("--feed", action="append", default=[], metavar="NAME:SHAPE:DTYPE",
+                         help="a placeholder and its concrete shape and dtype, e.g. x:128x784:float32")
+    ptx_cmd.add_argument("--arch", default=None, metavar="sm_XY",
+                         help="target architecture (default GRAPHC_PTX_ARCH or sm_80)")
+    ptx_cmd.add_argument("--check", action="store_true", help="assemble the PTX with ptxas (CUDA toolkit)")
+    ptx_cmd.add_argument("-o", "--output", default=None, metavar="FILE", help="write the PTX here, not stdout")
+    ptx_cmd.set_defaults(run=_ptx)
+
     passes = sub.add_parser(
         "passes", help="list the optimisation passes in the order they run",
         description="List the optimisation pipeline's passes in the order they run. Switch passes off "
@@ -199,10 +217,11 @@ def _write_output(path: str, text: str) -> None:
         raise GraphcError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _export(args: argparse.Namespace) -> int:
+def _graph_fetches_feeds(args: argparse.Namespace, what: str) -> Tuple[Any, List[Any], List[Any], List[Any]]:
+    """The saved graph, its --fetch tensors and --feed placeholders with
+    their shapes (for commands that compile a function of the feeds)."""
     from . import dtypes as _dt
     from .errors import InvalidArgumentError
-    from .export import export
     from .serialize import load_graph
     graph = load_graph(args.graph_file)
     fetches = []
@@ -210,10 +229,10 @@ def _export(args: argparse.Namespace) -> int:
         if not hasattr(element, "op"):          # an Operation: take its first output
             if not element.outputs:
                 raise InvalidArgumentError(f"--fetch {element.name} is an op without outputs ({element.type}); "
-                                           "export computes tensors")
+                                           f"{what} computes tensors")
             element = element.outputs[0]
         fetches.append(element)
-    if not args.feed:
+    if not args.feed and what == "export":
         raise _UsageError("give each input placeholder with --feed NAME:SHAPE:DTYPE")
     feeds, shapes = [], []
     for text in args.feed:
@@ -234,6 +253,12 @@ def _export(args: argparse.Namespace) -> int:
                                        f"{list(shape)} does not fit it")
         feeds.append(t)
         shapes.append(shape)
+    return graph, fetches, feeds, shapes
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+    graph, fetches, feeds, shapes = _graph_fetches_feeds(args, "export")
     session = _session_with_variables(graph, args.checkpoint)
     result = export(fetches, feeds, args.output_dir, args.name, session=session, shapes=shapes, cpu=args.cpu)
     print(f"exported {result.name} to {args.output_dir}")
@@ -243,6 +268,39 @@ def _export(args: argparse.Namespace) -> int:
     for kind, specs in (("in", result.inputs), ("out", result.outputs)):
         for i, (label, dtype, shape) in enumerate(specs):
             print(f"  {kind + str(i):<8} {label:<{width}}  {dtype.name}[{', '.join(map(str, shape))}]")
+    return 0
+
+
+def _ptx(args: argparse.Namespace) -> int:
+    from .backends.ptx import plan_device
+    from .codegen import ptx as codegen_ptx
+    from .passes import extract, run_pipeline
+    graph, fetches, feeds, shapes = _graph_fetches_feeds(args, "ptx")
+    program, _ = run_pipeline(extract(graph, fetches, [], feeds, [tuple(s) for s in shapes]))
+    plan = plan_device(program, args.arch)
+    module = plan.module
+    host = sorted({op.type for op in plan.host_ops})
+    if module is None:
+        print("nothing to launch: every op runs on the host" + (f" ({', '.join(host)})" if host else ""),
+              file=sys.stderr)
+        return 0
+    launches = sum(len(k.launches) for k in module.kernels)
+    print(f"{module.name} for {module.arch}: {len(module.kernels)} kernels, {launches} launches per run"
+          + (f"; host steps: {', '.join(host)}" if host else ""), file=sys.stderr)
+    names = [op.name if len(op.name) <= 48 else "..." + op.name[-45:] for op in plan.owners]
+    width = max(len(n) for n in names)
+    for name, kernel in zip(names, module.kernels):
+        shapes_text = "; ".join(f"{'x'.join(map(str, launch.grid))} blocks of {'x'.join(map(str, launch.block))}"
+                                for launch in kernel.launches)
+        print(f"  {name:<{width}}  {kernel.strategy:<15} {shapes_text}", file=sys.stderr)
+    if args.check:
+        codegen_ptx.check_with_ptxas(module.ptx, module.arch)
+        print(f"ptxas -arch={module.arch} accepts it", file=sys.stderr)
+    if args.output:
+        _write_output(args.output, module.ptx)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(module.ptx)
     return 0
 
 

@@ -217,3 +217,28 @@ def test_console_script(saved):
     proc = subprocess.run(["graphc", "dump", path, "--fetch", "loss:0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "loss" in proc.stdout
+
+
+def test_ptx_prints_the_module_and_its_launches_without_a_gpu(saved, tmp_path, capsys):
+    from graphc.codegen import ptx
+    path, _ = saved
+    assert cli.main(["ptx", path, "--fetch", "loss", "--feed", "x:5000x4:float32", "--arch", "sm_90"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("//") and ".target sm_90" in out and ".entry graphc_k" in out
+    assert "graphc_ptx for sm_90:" in err and "loss" in err and "blocks of" in err
+    target = tmp_path / "loss.ptx"
+    args = ["ptx", path, "--fetch", "loss:0", "--feed", "x:8x4:float32", "-o", str(target)]
+    if ptx.ptxas_available():
+        args.append("--check")
+    assert cli.main(args) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and target.read_text().startswith("//") and f"wrote {target}" in err
+    assert ("ptxas -arch=sm_80 accepts it" in err) == ptx.ptxas_available()
+
+
+def test_ptx_errors_are_one_line(saved, capsys):
+    path, _ = saved
+    assert cli.main(["ptx", path, "--fetch", "loss", "--feed", "x:8x5:float32"]) == 1
+    assert_one_line_error(capsys.readouterr().err, "x", "does not fit")
+    assert cli.main(["ptx", path, "--fetch", "loss", "--feed", "x:8x4:float32", "--arch", "gfx90a"]) == 1
+    assert_one_line_error(capsys.readouterr().err, "gfx90a", "sm_XY")

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ...runtime import cuda
-from .executable import PtxExecutable, device_arch
+from .executable import DevicePlan, PtxExecutable, device_arch, plan_device
 
-__all__ = ["PtxBackend", "PtxExecutable", "available", "device_arch", "unavailable_reason"]
+__all__ = ["DevicePlan", "PtxBackend", "PtxExecutable", "available", "device_arch", "plan_device",
+           "unavailable_reason"]
 
 
 def available() -> bool:

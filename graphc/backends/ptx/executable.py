@@ -47,7 +47,7 @@ from ..cpu.segments import NativeOp, classify
 from ..interpreter import RunContext, VariableStore, execute_op
 from ..interpreter import lookup_variable as _lookup
 
-__all__ = ["PtxExecutable", "device_arch"]
+__all__ = ["DevicePlan", "PtxExecutable", "device_arch", "plan_device"]
 
 
 def device_arch(ctx: "cuda.Context") -> str:
@@ -181,6 +181,74 @@ def _device_slots(program: Any, schedule: Sequence[Operation],
 _KERNEL_ERROR = re.compile(r"\bop (\S+?):")
 
 
+@dataclass
+class DevicePlan:
+    """What runs where for a program on the ptx backend: per scheduled op its
+    native form (None: a host step), the assign_add/sub kernels, and the PTX
+    module of every launch (None when nothing is launched)."""
+    schedule: List[Operation]
+    native: Dict[Operation, Optional[NativeOp]]
+    updates: Dict[Operation, Optional[L.Kernel]]
+    module: Optional[_ptx.PtxModule]
+    owners: List[Operation]           # the op of each module kernel, in order
+
+    @property
+    def host_ops(self) -> List[Operation]:
+        return [op for op in self.schedule if self.native[op] is None and op.type != "placeholder"]
+
+
+def plan_device(program: Any, arch: Optional[str] = None) -> DevicePlan:
+    """Sort the ops of an optimized program into launches and host steps and
+    compile the launches' PTX for ``arch``. Needs no GPU (the backend, the
+    ``graphc ptx`` command and the tests share it). Ops are classified like
+    on the CPU backend (every matmul as loop IR: no BLAS on a GPU); control
+    flow, random ops... are host steps, and so is any kernel the PTX codegen
+    refuses (e.g. one that would need libm)."""
+    fed = {t.op for t in program.feeds}
+    schedule = [op for op in program.graph._ops if op not in fed]
+    native: Dict[Operation, Optional[NativeOp]] = {}
+    for op in schedule:
+        n = classify(op, blas=False) if op.type != "placeholder" else None
+        if n is not None and n.kind in ("cond", "while_loop", "matmul"):
+            n = None        # control flow runs on the host (its subgraphs through the interpreter)
+        if n is not None and n.kind == "source" and op.type not in ("const", "no_op"):
+            n = None
+        native[op] = n
+    updates: Dict[Operation, Optional[L.Kernel]] = {}
+    for op, n in native.items():
+        if n is not None and n.kind == "assign" and op.type != "assign":
+            updates[op] = _update_kernel(op)
+            if updates[op] is None:
+                native[op] = None
+    while True:
+        kernels: List[L.Kernel] = []
+        owners: List[Operation] = []
+        for op in schedule:
+            n = native[op]
+            if n is None:
+                continue
+            if n.kind == "kernel":
+                kernels.append(n.kernel)
+                owners.append(op)
+            elif n.kind == "assign" and updates.get(op) is not None:
+                kernels.append(updates[op])
+                owners.append(op)
+        try:
+            module = _ptx.compile_ptx(kernels, arch, name="graphc_ptx") if kernels else None
+            return DevicePlan(schedule, native, updates, module, owners)
+        except CompileError as exc:
+            # a kernel the PTX codegen cannot emit runs as a host step instead
+            m = _KERNEL_ERROR.search(str(exc))
+            culprit = None
+            if m:
+                for op, k in zip(owners, kernels):
+                    if k.name == m.group(1) or op.name == m.group(1):
+                        culprit = op
+            if culprit is None:
+                raise
+            native[culprit] = None
+
+
 class PtxExecutable:
     """Compiled program for the ptx backend (see the module docstring)."""
 
@@ -190,50 +258,9 @@ class PtxExecutable:
         self.program = program
         self.feeds = list(program.feeds)
         self.fetches = list(program.fetches)
-        fed = {t.op for t in self.feeds}
-        schedule = [op for op in program.graph._ops if op not in fed]
-        native: Dict[Operation, Optional[NativeOp]] = {}
-        for op in schedule:
-            n = classify(op, blas=False) if op.type != "placeholder" else None
-            if n is not None and n.kind in ("cond", "while_loop", "matmul"):
-                n = None        # control flow runs on the host (its subgraphs through the interpreter)
-            if n is not None and n.kind == "source" and op.type not in ("const", "no_op"):
-                n = None
-            native[op] = n
-        updates: Dict[Operation, Optional[L.Kernel]] = {}
-        for op, n in native.items():
-            if n is not None and n.kind == "assign" and op.type != "assign":
-                updates[op] = _update_kernel(op)
-                if updates[op] is None:
-                    native[op] = None
         start = time.perf_counter()
-        while True:
-            kernels: List[L.Kernel] = []
-            owners: List[Operation] = []
-            for op in schedule:
-                n = native[op]
-                if n is None:
-                    continue
-                if n.kind == "kernel":
-                    kernels.append(n.kernel)
-                    owners.append(op)
-                elif n.kind == "assign" and updates.get(op) is not None:
-                    kernels.append(updates[op])
-                    owners.append(op)
-            try:
-                module = _ptx.compile_ptx(kernels, self.arch, name="graphc_ptx") if kernels else None
-                break
-            except CompileError as exc:
-                # a kernel the PTX codegen cannot emit runs as a host step instead
-                m = _KERNEL_ERROR.search(str(exc))
-                culprit = None
-                if m:
-                    for op, k in zip(owners, kernels):
-                        if k.name == m.group(1) or op.name == m.group(1):
-                            culprit = op
-                if culprit is None:
-                    raise
-                native[culprit] = None
+        device = plan_device(program, self.arch)
+        schedule, native, updates, module = device.schedule, device.native, device.updates, device.module
         add_timing("ptx: compile", time.perf_counter() - start)
         self.ptx_module = module
         self.module = None
