@@ -41,6 +41,14 @@ def resolve_backend(choice: str) -> Tuple[str, str]:
                 "code; `--backend auto` picks the native `cpu` backend as soon as it is registered.")
     else:
         note = f"graphc ran on its `{name}` backend (available backends: {', '.join(available_backends())})."
+        if name == "ptx":
+            from graphc.runtime import cuda
+            if cuda.emulated():
+                note += (" That backend ran on the CUDA emulator (GRAPHC_CUDA_EMULATOR: the host CPU standing "
+                         "in for a GPU), so the graphc results were verified but its times say nothing about "
+                         "a GPU.")
+            else:
+                note += f" The GPU: {cuda.get_context().name} ({cuda.get_context().arch})."
     return name, note
 
 
@@ -195,8 +203,9 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="fast smoke run: few samples, one cold compile, slow peer compiles skipped")
     parser.add_argument("--only", metavar="W1,W3", help=f"comma list of workloads ({', '.join(ALL_KEYS)})")
-    parser.add_argument("--backend", default="auto", metavar="auto|interpreter|cpu",
-                        help="graphc backend (default auto: the native CPU backend when registered)")
+    parser.add_argument("--backend", default="auto", metavar="auto|interpreter|cpu|ptx",
+                        help="graphc backend (default auto: the native CPU backend when registered; ptx: "
+                             "an NVIDIA GPU)")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), metavar="PATH",
                         help="where to write the Markdown report ('-' for stdout; default docs/benchmarks.md)")
     parser.add_argument("--size-scale", type=float, default=1.0, metavar="S",

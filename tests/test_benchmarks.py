@@ -174,3 +174,19 @@ def test_command_line_writes_the_report(tmp_path, capsys):
         main(["--only", "W9"])
     assert exc.value.code == 2
     assert "unknown workload" in capsys.readouterr().err
+
+
+def test_workloads_verify_on_the_ptx_backend():
+    """The benchmark workloads compute the right results through the ptx
+    backend (on the CUDA emulator without a GPU, whose times the report
+    disowns)."""
+    from graphc.backends import available_backends
+    from graphc.runtime import cuda
+    if "ptx" not in available_backends():
+        pytest.skip("no ptx backend (no GPU and the emulator is off)")
+    report = run_suite(only=["W1", "W3", "W4", "W5"], quick=True, scale=TINY, peers="none", backend="ptx",
+                       log=_quiet)
+    for result in report.workloads:
+        for row in result.rows:
+            assert row.status == "ok" and row.check.ok, (result.key, row.name, row.detail)
+    assert ("CUDA emulator" in report.backend_note) == cuda.emulated()
