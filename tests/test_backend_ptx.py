@@ -160,6 +160,28 @@ def test_matmuls(ta, tb, dtype):
     _close(got[0], want[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("a_shape,b_shape,ta,tb", [((3, 20, 17), (3, 17, 25), False, False),
+                                                   ((2, 1, 17, 20), (3, 17, 25), True, False),
+                                                   ((1, 20, 17), (4, 25, 17), False, True),
+                                                   ((20, 17), (2, 3, 17, 25), False, False)])
+def test_batched_and_broadcast_matmuls_are_tiled_per_batch(a_shape, b_shape, ta, tb):
+    def build():
+        a = gc.placeholder(gc.float32, a_shape)
+        b = gc.placeholder(gc.float32, b_shape)
+        return [gc.matmul(a, b, transpose_a=ta, transpose_b=tb)], [a, b]
+
+    rng = np.random.default_rng(4)
+    feeds = [rng.standard_normal(a_shape).astype(F32), rng.standard_normal(b_shape).astype(F32)]
+    want, _ = _run("interpreter", build, lambda s: feeds)
+    g = gc.Graph()
+    with g.as_default():
+        fetches, placeholders = build()
+    with gc.Session(graph=g, config=gc.Config(backend="ptx")) as sess:
+        got = sess.run(fetches, dict(zip(placeholders, feeds)))
+        assert "tiled_matmul" in _strategies(sess)
+    _close(got, want[0], rtol=1e-5, atol=1e-5)
+
+
 def test_host_steps_between_launches_and_variable_order():
     """Random ops and a while loop run on the host; reads see the start-of-run
     value unless ordered after an update; assign_add updates on the device."""

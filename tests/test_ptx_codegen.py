@@ -400,12 +400,21 @@ def test_2d_matmuls_use_the_tiled_shared_memory_kernel(ta, tb):
     assert ".shared" in module.ptx and "bar.sync" in module.ptx
 
 
-def test_other_matmuls_run_their_loop_ir():
+def test_batched_matmuls_tile_each_batch_in_grid_z():
     batched = _op_kernel(lambda a, b: gc.matmul(a, b), (3, 4, 5), (3, 5, 6))
+    broadcast = _op_kernel(lambda a, b: gc.matmul(a, b, transpose_b=True), (2, 1, 20, 17), (3, 25, 17))
+    module = ptx.compile_ptx([batched, broadcast])
+    assert [k.strategy for k in module.kernels] == ["tiled_matmul", "tiled_matmul"]
+    assert module.kernels[0].launches[0].grid == (1, 1, 3)
+    assert module.kernels[1].launches[0].grid == (2, 2, 6)
+
+
+def test_other_matmuls_run_their_loop_ir():
     ints = _op_kernel(lambda a, b: gc.matmul(a, b), (4, 5), (5, 6), dtype=gc.int32)
-    module = ptx.compile_ptx([batched, ints])
+    vector = _op_kernel(lambda a, b: gc.matmul(a, b), (40, 5), (5, 1))
+    module = ptx.compile_ptx([ints, vector])
     assert [k.strategy for k in module.kernels] == ["parallel", "parallel"]
-    assert module.kernels[0].launches[0].threads >= 3 * 4 * 6
+    assert module.kernels[0].launches[0].threads >= 4 * 6
 
 
 @needs_ptxas
@@ -423,6 +432,7 @@ def test_strategy_kernels_assemble(arch):
         _op_kernel(lambda a, b: gc.matmul(a, b), (33, 17), (17, 65)),
         _op_kernel(lambda a, b: gc.matmul(a, b, transpose_a=True, transpose_b=True), (17, 33), (65, 17)),
         _op_kernel(lambda a, b: gc.matmul(a, b), (3, 4, 5), (3, 5, 6)),
+        _op_kernel(lambda a, b: gc.matmul(a, b, transpose_a=True), (2, 1, 17, 20), (3, 17, 25)),
         _op_kernel(lambda a, b: gc.matmul(a, b), (8, 5), (5, 6), dtype=gc.float64),
     ]
     module = ptx.compile_ptx(kernels, arch)

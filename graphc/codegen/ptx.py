@@ -70,6 +70,7 @@ from . import jit
 from ..errors import CompileError
 from ..lowering import loop_ir as L
 from ..lowering.split_reduction import analyze_reduction, innermost_count, split_reduction, substitute_var
+from ..lowering.matvec import matmul_kernel
 from .llvm_cpu import combine_values, emit_kernel, memory_type, split_loop
 
 __all__ = ["DEFAULT_ARCH", "BLOCK_SIZE", "TRIPLE", "BufferRef", "Launch", "PtxKernel", "PtxModule",
@@ -810,10 +811,30 @@ def _memory_constant(dtype: np.dtype, value) -> ir.Constant:
 # ---------------------------------------------------------------------------
 # Tiled matmul
 # ---------------------------------------------------------------------------
-def _tiled_matmul_plan(kernel: L.Kernel) -> Optional[Tuple[int, int, int, bool, bool]]:
-    """(m, n, k, transpose_a, transpose_b) when ``kernel`` is lower_matmul's
-    2-D float matmul (named params in0, in1, out0 with 2-D shapes and no
-    constants), else None. The body is checked to be exactly that product,
+@dataclass(frozen=True)
+class _TiledMatmul:
+    m: int
+    n: int
+    k: int
+    ta: bool
+    tb: bool
+    a_shape: Tuple[int, ...]
+    b_shape: Tuple[int, ...]
+    batch: Tuple[int, ...]          # the output's batch dims (A's and B's broadcast to them)
+
+    @property
+    def batches(self) -> int:
+        return int(np.prod(self.batch, dtype=np.int64))
+
+
+# The most batches one launch covers (grid.z).
+MAX_MATMUL_BATCHES = 65535
+
+
+def _tiled_matmul_plan(kernel: L.Kernel) -> Optional[_TiledMatmul]:
+    """How to tile ``kernel`` when it is exactly ``lower_matmul``'s float
+    matmul (any transposes, batch dims broadcast like NumPy), else None: the
+    body is compared with the kernel lower_matmul builds for these shapes,
     so a tiled kernel never replaces anything else."""
     if len(kernel.params) != 3 or kernel.constants:
         return None
@@ -822,37 +843,23 @@ def _tiled_matmul_plan(kernel: L.Kernel) -> Optional[Tuple[int, int, int, bool, 
         return None
     if len({np.dtype(p.dtype) for p in kernel.params}) != 1 or np.dtype(c.dtype).kind != "f":
         return None
-    if len(a.shape) != 2 or len(bp.shape) != 2 or len(c.shape) != 2:
+    if len(a.shape) < 2 or len(bp.shape) < 2 or len(c.shape) < 2:
         return None
-    m, n = c.shape
-    if m < 2 or n < 2:
+    m, n = c.shape[-2:]
+    batch = tuple(c.shape[:-2])
+    if m < 2 or n < 2 or int(np.prod(batch, dtype=np.int64)) > MAX_MATMUL_BATCHES:
         return None
     for ta in (False, True):
         for tb in (False, True):
-            kk = a.shape[0] if ta else a.shape[1]
-            if (a.shape[1] if ta else a.shape[0]) != m or (bp.shape[0] if tb else bp.shape[1]) != n \
-                    or (bp.shape[1] if tb else bp.shape[0]) != kk or kk < 1:
+            kk = a.shape[-2] if ta else a.shape[-1]
+            if kk < 1 or (a.shape[-1] if ta else a.shape[-2]) != m or (bp.shape[-2] if tb else bp.shape[-1]) != n \
+                    or (bp.shape[-1] if tb else bp.shape[-2]) != kk:
                 continue
-            if _is_matmul_body(kernel, m, n, kk, ta, tb):
-                return m, n, kk, ta, tb
+            want = matmul_kernel(kernel.name, tuple(a.shape), tuple(bp.shape), tuple(c.shape), ta, tb,
+                                 np.dtype(c.dtype))
+            if _same(kernel.body, want.body):
+                return _TiledMatmul(m, n, kk, ta, tb, tuple(a.shape), tuple(bp.shape), batch)
     return None
-
-
-def _is_matmul_body(kernel: L.Kernel, m: int, n: int, kk: int, ta: bool, tb: bool) -> bool:
-    a, bp, c = kernel.params
-    dt = np.dtype(c.dtype)
-    i, j, r = L.IVar("i"), L.IVar("j"), L.IVar("k")
-
-    def operand(name: str, shape, row: L.IExpr, col: L.IExpr, transposed: bool) -> L.Load:
-        point = (col, row) if transposed else (row, col)
-        return L.Load(name, L.flat_index(point, shape), dt)
-
-    product = L.Binary("multiply", operand(a.name, a.shape, i, r, ta), operand(bp.name, bp.shape, r, j, tb), dt)
-    want = (L.Loop("i", m, (L.Loop("j", n, (
-        L.AccInit("acc0", dt, dt.type(0)),
-        L.Loop("k", kk, (L.AccUpdate("acc0", "add", product),), parallel=False),
-        L.Store(c.name, L.flat_index((i, j), (m, n)), L.AccRef("acc0", dt))),),),),)
-    return _same(kernel.body, want)
 
 
 def _same(x, y) -> bool:
@@ -868,23 +875,42 @@ def _same(x, y) -> bool:
     return x == y
 
 
-def _emit_tiled_matmul(module: ir.Module, name: str, kernel: L.Kernel, m: int, n: int, kk: int,
-                       ta: bool, tb: bool, target) -> None:
+def _emit_tiled_matmul(module: ir.Module, name: str, kernel: L.Kernel, plan: _TiledMatmul, target) -> None:
     """``C = op(A) @ op(B)``: a block of TILE x TILE threads computes a TILE x
     TILE tile of C, stepping over K one TILE at a time through two shared
     tiles (each thread loads one element of each, zero outside the matrix,
     barrier, TILE multiply-adds from shared memory, barrier). The sum over K
-    runs in order k = 0, 1, ... per output, like the loop IR."""
+    runs in order k = 0, 1, ... per output, like the loop IR. Batches are
+    ``ctaid.z``: each block first moves A, B and C to its batch's matrices
+    (a broadcast batch dim of A or B stays at 0)."""
     t = MATMUL_TILE
+    m, n, kk, ta, tb = plan.m, plan.n, plan.k, plan.ta, plan.tb
     dt = np.dtype(kernel.params[2].dtype)
     el = memory_type(dt)
     fn, b, (pa, pb, pc) = target.entry(module, name, 3)
+    c64 = lambda v: ir.Constant(_I64, v)   # noqa: E731
+    if plan.batch:
+        z = target.sreg(b, "ctaid.z")
+
+        def batch_offset(shape: Tuple[int, ...]) -> ir.Value:
+            lead = len(plan.batch) - (len(shape) - 2)
+            offset = c64(0)
+            for d, size in enumerate(shape[:-2]):
+                if size == 1:
+                    continue
+                inner = int(np.prod(plan.batch[lead + d + 1:], dtype=np.int64))
+                coord = b.urem(b.udiv(z, c64(inner)), c64(plan.batch[lead + d]))
+                offset = b.add(offset, b.mul(coord, c64(int(np.prod(shape[d + 1:], dtype=np.int64)))))
+            return offset
+
+        pa = b.gep(pa, [batch_offset(plan.a_shape)], inbounds=True, source_etype=el)
+        pb = b.gep(pb, [batch_offset(plan.b_shape)], inbounds=True, source_etype=el)
+        pc = b.gep(pc, [b.mul(z, c64(m * n))], inbounds=True, source_etype=el)
     shared = [target.shared(b, f"{name}.tile_{which}", el, t * t) for which in ("a", "b")]
     tx, ty = target.sreg(b, "tid.x"), target.sreg(b, "tid.y")
     row = b.add(b.mul(target.sreg(b, "ctaid.y"), ir.Constant(_I64, t)), ty, name="row")
     col = b.add(b.mul(target.sreg(b, "ctaid.x"), ir.Constant(_I64, t)), tx, name="col")
     zero = ir.Constant(el, 0.0)
-    c64 = lambda v: ir.Constant(_I64, v)   # noqa: E731
 
     def load_or_zero(ptr: ir.Value, index: ir.Value, ok: ir.Value) -> ir.Value:
         # the address is only formed when in range: clamp the index to 0 otherwise
@@ -953,12 +979,11 @@ def _build(kernels: Sequence[L.Kernel], target, module: ir.Module, tiled_matmul:
     for index, kernel in enumerate(kernels):
         tiled = _tiled_matmul_plan(kernel) if tiled_matmul else None
         if tiled is not None:
-            m, n, kk, ta, tb = tiled
             entry = _entry_name(index, kernel.name, "_tiled")
-            _emit_tiled_matmul(module, entry, kernel, m, n, kk, ta, tb, target)
+            _emit_tiled_matmul(module, entry, kernel, tiled, target)
             t = MATMUL_TILE
             launch = Launch(entry, (BufferRef("param", 0), BufferRef("param", 1), BufferRef("param", 2)),
-                            (-(-n // t), -(-m // t), 1), (t, t, 1))
+                            (-(-tiled.n // t), -(-tiled.m // t), tiled.batches), (t, t, 1))
             plans.append(PtxKernel(kernel, (), (launch,), "tiled_matmul"))
             continue
         block = _block_reduce_plan(kernel) if block_reductions else None

@@ -10,7 +10,7 @@ interchanged so the matrix is read row by row.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -44,10 +44,16 @@ def lower_matmul(op: Operation) -> Optional[L.Kernel]:
         return None
     a_shape, b_shape, c_shape = (tuple(int(d) for d in s) for s in shapes)
     ta, tb = bool(op.attrs["transpose_a"]), bool(op.attrs["transpose_b"])
+    return matmul_kernel(op.name, a_shape, b_shape, c_shape, ta, tb, np.dtype(out.dtype))
+
+
+def matmul_kernel(name: str, a_shape: Tuple[int, ...], b_shape: Tuple[int, ...], c_shape: Tuple[int, ...],
+                  ta: bool, tb: bool, dt: np.dtype) -> L.Kernel:
+    """:func:`lower_matmul`'s kernel for these static shapes (the PTX codegen
+    rebuilds it to recognise a matmul it can tile)."""
     batch = c_shape[:-2]
     m, n = c_shape[-2:]
     k = a_shape[-2] if ta else a_shape[-1]
-    dt = np.dtype(out.dtype)
     batch_point = tuple(L.IVar(f"b{d}") if size != 1 else L.IConst(0) for d, size in enumerate(batch))
     i = L.IVar("i") if m != 1 else L.IConst(0)
     j = L.IVar("j") if n != 1 else L.IConst(0)
@@ -69,4 +75,4 @@ def lower_matmul(op: Operation) -> Optional[L.Kernel]:
             body = [L.Loop(var, extent, tuple(body))]
     params = (L.Param("in0", dt, a_shape, "input"), L.Param("in1", dt, b_shape, "input"),
               L.Param("out0", dt, c_shape, "output"))
-    return L.Kernel(op.name, params, tuple(body))
+    return L.Kernel(name, params, tuple(body))
