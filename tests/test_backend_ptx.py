@@ -360,3 +360,38 @@ def test_kernel_outputs_share_device_buffers_when_their_lifetimes_do_not_overlap
         tensors.sort(key=lambda t: plan.tensors[t].start)
         for a, b in zip(tensors, tensors[1:]):
             assert ends[a] < plan.tensors[b].start
+
+
+def test_a_failing_kernel_is_an_error_naming_its_op(monkeypatch):
+    """A launch the driver refuses names the op and its source line; a fault
+    found only at the end of the run says how to find the op."""
+    if REAL_GPU:
+        pytest.skip("makes the emulated driver fail on purpose")
+    from graphc.errors import ExecutionError
+    from graphc.runtime import cuda_emulator
+    g = gc.Graph()
+    with g.as_default():
+        x = gc.placeholder(gc.float32, (100,))
+        y = gc.exp(x) * 2.0
+    feeds = {x: np.ones(100, F32)}
+
+    def failing_launch(self, *args):
+        raise cuda_emulator._Failure(cuda_emulator.CUDA_ERROR_ILLEGAL_ADDRESS, "injected fault")
+
+    with gc.Session(graph=g, config=gc.Config(backend="ptx")) as sess:
+        sess.run(y, feeds)
+        monkeypatch.setattr(cuda_emulator.EmulatedDriver, "_cuLaunchKernel", failing_launch)
+        with pytest.raises(ExecutionError, match=r"op '.*' created at .*test_backend_ptx.py:\d+.*"
+                                                 r"ILLEGAL_ADDRESS: injected fault"):
+            sess.run(y, feeds)
+        monkeypatch.undo()
+
+        def failing_sync(self):
+            raise cuda_emulator._Failure(cuda_emulator.CUDA_ERROR_ILLEGAL_ADDRESS, "late fault")
+
+        monkeypatch.setattr(cuda_emulator.EmulatedDriver, "_cuCtxSynchronize", failing_sync)
+        with pytest.raises(ExecutionError, match="failed on the GPU.*late fault.*GRAPHC_CUDA_SYNC=1"):
+            sess.run(y, feeds)
+    with gc.Session(graph=g, config=gc.Config(backend="ptx", debug=True)) as sess:
+        with pytest.raises(ExecutionError, match=r"op '.*' created at .*its kernel graphc_k\d.*late fault"):
+            sess.run(y, feeds)

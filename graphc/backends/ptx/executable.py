@@ -28,6 +28,7 @@ and other backends always see current values.
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -254,6 +255,11 @@ class PtxExecutable:
 
     def __init__(self, program: Any, config: Any = None) -> None:
         self.ctx = cuda.get_context()
+        # Launches are asynchronous: a kernel fault surfaces at the next
+        # synchronizing call, not at its launch. In debug mode (or with
+        # GRAPHC_CUDA_SYNC=1) every launch is waited for, so the error names its op.
+        self.sync_each_launch = bool(getattr(config, "debug", False)) or \
+            os.environ.get("GRAPHC_CUDA_SYNC", "") not in ("", "0")
         self.arch = device_arch(self.ctx)
         self.program = program
         self.feeds = list(program.feeds)
@@ -417,7 +423,12 @@ class _Run:
                 var = op.attrs["var"]
                 start = op.type == "variable" or not op.attrs.get("ordered")
                 self.dev[op.outputs[0]] = self.variable(var, start)
-        self.ctx.synchronize()
+        try:
+            self.ctx.synchronize()
+        except cuda.CudaError as exc:
+            raise ExecutionError(f"a kernel of this run failed on the GPU: {exc}. Launches are asynchronous; "
+                                 "run with gc.Config(debug=True) or GRAPHC_CUDA_SYNC=1 to learn which op's "
+                                 "kernel it was") from None
         self.flush(final=True)
         return [self.on_host(t) for t in self.ex.fetches]
 
@@ -434,15 +445,21 @@ class _Run:
         if len(params) != len(plan.params):
             raise ExecutionError(f"{op.describe()}: its kernel has {len(plan.params)} parameters, "
                                  f"the op {len(params)} tensors")
-        self._launch(plan, params, [s.ptr for s in step.scratch])
+        self._launch(op, plan, params, [s.ptr for s in step.scratch])
         for t, d in zip(op.outputs, step.outputs):
             self.dev[t] = d
 
-    def _launch(self, plan: _ptx.PtxKernel, params: List[int], scratch: List[int]) -> None:
+    def _launch(self, op: Operation, plan: _ptx.PtxKernel, params: List[int], scratch: List[int]) -> None:
         module = self.ex.module
         for launch in plan.launches:
             ptrs = [params[a.index] if a.kind == "param" else scratch[a.index] for a in launch.args]
-            module.function(launch.entry).launch(launch.grid, launch.block, ptrs, launch.shared_bytes)
+            try:
+                module.function(launch.entry).launch(launch.grid, launch.block, ptrs, launch.shared_bytes)
+                if self.ex.sync_each_launch:
+                    self.ctx.synchronize()
+            except cuda.CudaError as exc:
+                raise ExecutionError(f"{op.describe()}: its kernel {launch.entry} (grid {launch.grid}, block "
+                                     f"{launch.block}) failed on the GPU: {exc}") from None
 
     def update(self, step: _UpdateStep) -> None:
         op = step.op
@@ -454,7 +471,7 @@ class _Run:
             if step.output is None:
                 step.output = self.ctx.empty(op.outputs[0].shape, op.outputs[0].dtype)
             current = self.variable(var, start=False)
-            self._launch(step.plan, [current.ptr, self.on_device(op.inputs[0]).ptr, step.output.ptr], [])
+            self._launch(op, step.plan, [current.ptr, self.on_device(op.inputs[0]).ptr, step.output.ptr], [])
             source = step.output
         # the new value goes to a buffer of the variable's own (the one it does
         # not hold now), so no later launch of this executable overwrites it
