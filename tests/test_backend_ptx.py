@@ -395,3 +395,26 @@ def test_a_failing_kernel_is_an_error_naming_its_op(monkeypatch):
     with gc.Session(graph=g, config=gc.Config(backend="ptx", debug=True)) as sess:
         with pytest.raises(ExecutionError, match=r"op '.*' created at .*its kernel graphc_k\d.*late fault"):
             sess.run(y, feeds)
+
+
+def test_start_of_run_reads_after_a_host_step_see_the_start_value():
+    """A run updates the variable on the device, a host step then copies the
+    update to the host, and an unordered read scheduled after both must
+    still see the start-of-run value (uploaded again: the device copy now
+    holds the update)."""
+    def build():
+        v = gc.Variable(np.arange(4, dtype=F32), name="v")
+        x = gc.placeholder(gc.float32, (4,), name="x")
+        upd = gc.assign_add(v, x)
+        with gc.control_dependencies([upd]):
+            after = v * 1.0
+        noise = gc.random_uniform((4,), seed=1) * 0.0       # a host step after the update
+        late = v * 1.0 + noise                              # unordered: the start-of-run value
+        return [upd, after, late], [x]
+
+    feeds = lambda s: [np.full(4, s + 1, F32)]  # noqa: E731
+    want, want_vars = _run("interpreter", build, feeds, steps=3)
+    got, got_vars = _run("ptx", build, feeds, steps=3)
+    for g_, w_ in zip(got, want):
+        _close(g_, w_)
+    np.testing.assert_array_equal(got_vars["v"], want_vars["v"])

@@ -332,7 +332,10 @@ class _Run:
         self.rctx: Optional[RunContext] = RunContext(store, rng) if ex.host_ops else None
         self.rng = rng
         self.start_values = self.rctx._frames[0] if self.rctx is not None else dict(store._values)
-        self.start_deferred = {var: owner for var, (owner, _) in store.deferred.items()}
+        # device values the store deferred to at the start: the start-of-run
+        # values (an update this run writes another buffer, so they stay intact)
+        self.start_device = {var: owner.value for var, (owner, _) in store.deferred.items()
+                             if self.mirror.get(var) is owner}
         self.host: Dict[Tensor, np.ndarray] = dict(zip(ex.feeds, feed_values))
         self.dev: Dict[Tensor, "cuda.DeviceArray"] = dict(ex.constants)
         # variables updated on the device this run, not yet the store's values
@@ -360,9 +363,10 @@ class _Run:
         the store's host value is the array it was uploaded from."""
         if not start and var in self.pending:
             return self.pending[var]
+        if start and var in self.start_device:
+            return self.start_device[var]
         slot = self.mirror.get(var)
-        deferred = self.start_deferred if start else {v: o for v, (o, _) in self.store.deferred.items()}
-        if slot is not None and deferred.get(var) is slot:
+        if not start and slot is not None and self.store.deferred.get(var, (None,))[0] is slot:
             return slot.value
         host = _lookup(self.start_values if start else self.store.values, var)
         if slot is not None and slot.host is host:
