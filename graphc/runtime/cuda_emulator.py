@@ -40,7 +40,7 @@ import bisect
 import ctypes
 import os
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -183,7 +183,7 @@ class EmulatedDriver:
 
     def __init__(self) -> None:
         from ..codegen import jit
-        from ..codegen.ptx import EMU_BARRIER_SYMBOL
+        from ..codegen.ptx.targets import EMU_BARRIER_SYMBOL
         import llvmlite.binding as llvm
         self.libc = ctypes.CDLL(None)
         for fn in ("pthread_barrier_init", "pthread_barrier_wait", "pthread_barrier_destroy"):
@@ -423,7 +423,7 @@ class EmulatedDriver:
 
     @staticmethod
     def _state(block: Tuple[int, int, int], grid: Tuple[int, int, int], shared: int, barrier: int) -> Any:
-        from ..codegen.ptx import EMU_BARRIER_OFFSET, EMU_SHARED_OFFSET, EMU_SREG_OFFSETS, EMU_STATE_BYTES
+        from ..codegen.ptx.targets import EMU_BARRIER_OFFSET, EMU_SHARED_OFFSET, EMU_SREG_OFFSETS, EMU_STATE_BYTES
         state = ctypes.create_string_buffer(EMU_STATE_BYTES)
         i32 = np.frombuffer(state, np.int32, count=12)
         i32[EMU_SREG_OFFSETS["ntid"] // 4:EMU_SREG_OFFSETS["ntid"] // 4 + 3] = block
@@ -438,7 +438,7 @@ class EmulatedDriver:
         """The threads of one block as OS threads meeting at a real barrier
         (the kernel's, and one more between blocks so shared memory is not
         reused early), the blocks in order."""
-        from ..codegen.ptx import EMU_SREG_OFFSETS
+        from ..codegen.ptx.targets import EMU_SREG_OFFSETS
         threads = block[0] * block[1] * block[2]
         barrier = _Barrier(self.libc, threads)
         states = []
