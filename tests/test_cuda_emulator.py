@@ -91,3 +91,23 @@ def test_calls_go_through_the_drivers_own_ctypes_signatures(emulator):
                                              r"allocation.*\(CUresult 1\)"):
         emulator.driver.call("cuMemFree_v2", 16)
     assert emulator.driver.lib.calls["cuMemFree_v2"] >= 1
+
+
+def test_the_host_build_has_the_same_entries_and_launch_plans_as_the_ptx():
+    import graphc as gc
+    from graphc.lowering import lower_op
+    from graphc.lowering.matvec import lower_matmul
+    g = gc.Graph()
+    with g.as_default():
+        x = gc.placeholder(gc.float32, (3, 70000))
+        a, b = gc.placeholder(gc.float32, (2, 20, 17)), gc.placeholder(gc.float32, (2, 17, 30))
+        outs = [gc.reduce_sum(x, axis=1), gc.exp(x), gc.matmul(a, b)]
+    kernels = [lower_matmul(t.op) if t.op.type == "matmul" else lower_op(t.op) for t in outs]
+    module = P.compile_ptx(kernels)
+    build = P.build_for_host(module.ptx)
+    assert [k.strategy for k in build.plans] == [k.strategy for k in module.kernels] == \
+        ["block_reduce", "parallel", "tiled_matmul"]
+    assert [k.launches for k in build.plans] == [k.launches for k in module.kernels]
+    assert set(build.nparams) == set(module.entries)
+    assert {e for e in module.entries if e.endswith(("_block", "_blocks", "_tiled"))} == build.barriers
+    assert all(f".entry {e}(" in module.ptx for e in build.nparams)
