@@ -31,6 +31,9 @@ from .segments import Arg, HostStep, Layout, NativeOp, Segment, classify, plan_l
 
 __all__ = ["CpuExecutable"]
 
+# NativeOp kinds that compute something (the others move or alias data)
+_COMPUTING = ("kernel", "matmul", "cond", "while_loop")
+
 
 class _CompiledSegment:
     """A segment's entry point with what Python does around each call."""
@@ -111,6 +114,12 @@ class CpuExecutable:
         for op in schedule:
             if op.type == "placeholder":
                 native[op] = None        # an unfed placeholder: the interpreter's error
+        if not any(n is not None and n.kind in _COMPUTING for n in native.values()):
+            # Nothing to compute (variable initializers: constants assigned
+            # to variables; variable reads; no_ops): host steps, the NumPy
+            # copies the native code would make, without compiling a module
+            # for them (~10 ms of LLVM for W2's initializer, which runs once).
+            native = dict.fromkeys(native)
         start = time.perf_counter()
         while True:
             layout = plan_layout(program, schedule, native)
