@@ -17,7 +17,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import llvmlite.ir as ir
 import numpy as np
 
-from ... import shapes as _shapes
 from ...codegen import jit
 from ...codegen.parallel import ThreadChooser
 from ...dump import add_timing
