@@ -79,8 +79,8 @@ def _close(got, want, rtol=2e-5, atol=2e-6):
             np.testing.assert_array_equal(a, b)
 
 
-# the MLP of benchmark W2 on a GPU; smaller under the emulator, where the
-# tiled matmul's blocks run as 256 OS threads meeting at barriers
+# the MLP of benchmark W2 on a GPU; smaller under the emulator, which runs
+# every thread of the tiled matmul on the CPU, one after the other
 MLP_IN, MLP_HIDDEN = (784, 256) if REAL_GPU else (96, 48)
 
 

@@ -111,3 +111,30 @@ def test_the_host_build_has_the_same_entries_and_launch_plans_as_the_ptx():
     assert set(build.nparams) == set(module.entries)
     assert {e for e in module.entries if e.endswith(("_block", "_blocks", "_tiled"))} == build.barriers
     assert all(f".entry {e}(" in module.ptx for e in build.nparams)
+
+
+@pytest.mark.parametrize("os_threads", [False, True])
+def test_barrier_kernels_run_on_fibers_or_os_threads_alike(monkeypatch, os_threads):
+    """Blocks with barriers run as ucontext fibers where glibc has them (a
+    barrier is a switch to the next fiber), else as OS threads at a pthread
+    barrier (GRAPHC_CUDA_EMULATOR_THREADS=1 forces that): same results."""
+    import graphc as gc
+    from graphc.lowering.matvec import lower_matmul
+    from graphc.runtime import cuda_emulator_fibers
+    if not os_threads and not cuda_emulator_fibers.supported():
+        pytest.skip("no ucontext fibers on this platform")
+    monkeypatch.setenv("GRAPHC_CUDA_EMULATOR_THREADS", "1" if os_threads else "0")
+    cuda.use_emulator(False)
+    cuda.use_emulator(True)                      # a fresh emulator reads the setting
+    ctx = cuda.get_context()
+    assert (ctx.driver.lib.emulator.fibers is None) == os_threads
+    g = gc.Graph()
+    with g.as_default():
+        out = gc.matmul(gc.placeholder(gc.float32, (2, 40, 33)), gc.placeholder(gc.float32, (2, 33, 50)))
+    module = P.compile_ptx([lower_matmul(out.op)])
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 40, 33)).astype(np.float32), rng.standard_normal((2, 33, 50)).astype(np.float32)
+    da, db, dc = ctx.to_device(a), ctx.to_device(b), ctx.empty((2, 40, 50), np.float32)
+    (launch,) = module.kernels[0].launches
+    ctx.load_module(module.ptx).function(launch.entry).launch(launch.grid, launch.block, [da.ptr, db.ptr, dc.ptr])
+    np.testing.assert_allclose(dc.to_host(), a @ b, rtol=1e-5, atol=1e-5)

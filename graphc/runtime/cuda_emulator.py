@@ -42,6 +42,8 @@ import os
 import threading
 from typing import Any, Dict, List, Tuple
 
+from . import cuda_emulator_fibers
+
 import numpy as np
 
 __all__ = ["EmulatedDriver", "DEVICE_NAME"]
@@ -168,7 +170,8 @@ class _Function:
         self.barriers = name in module.build.barriers
         self.static_shared = module.build.shared_bytes[name]
         self.argument_bytes = module.build.argument_bytes(name)
-        self.call = _ENTRY(compiled.address(f"{name}.call"))
+        self.call_address = compiled.address(f"{name}.call")
+        self.call = _ENTRY(self.call_address)
         self.grid = _ENTRY(compiled.address(f"{name}.grid"))
 
 
@@ -192,7 +195,13 @@ class EmulatedDriver:
         self.libc.pthread_barrier_wait.argtypes = [ctypes.c_void_p]
         self.libc.pthread_barrier_destroy.argtypes = [ctypes.c_void_p]
         jit.initialize()
-        llvm.add_symbol(EMU_BARRIER_SYMBOL, ctypes.cast(self.libc.pthread_barrier_wait, ctypes.c_void_p).value)
+        # barriers: fibers where ucontext is known, else OS threads at a pthread barrier
+        self.fibers = None
+        if cuda_emulator_fibers.supported() and os.environ.get("GRAPHC_CUDA_EMULATOR_THREADS", "") in ("", "0"):
+            self.fibers = cuda_emulator_fibers.Fibers()
+            llvm.add_symbol(EMU_BARRIER_SYMBOL, self.fibers.barrier_address)
+        else:
+            llvm.add_symbol(EMU_BARRIER_SYMBOL, ctypes.cast(self.libc.pthread_barrier_wait, ctypes.c_void_p).value)
         self._lock = threading.RLock()
         self._allocations: Dict[int, _Allocation] = {}
         self._starts: List[int] = []
@@ -435,6 +444,31 @@ class EmulatedDriver:
 
     def _run_blocks(self, fn: _Function, grid: Tuple[int, int, int], block: Tuple[int, int, int],
                     shared_memory: np.ndarray, argv: Any) -> None:
+        if self.fibers is not None:
+            self._run_fibers(fn, grid, block, shared_memory, argv)
+        else:
+            self._run_os_threads(fn, grid, block, shared_memory, argv)
+
+    def _thread_states(self, grid: Tuple[int, int, int], block: Tuple[int, int, int], shared: int,
+                       barrier: int) -> List[Any]:
+        from ..codegen.ptx.targets import EMU_SREG_OFFSETS
+        tid = EMU_SREG_OFFSETS["tid"] // 4
+        states = []
+        for t in range(block[0] * block[1] * block[2]):
+            state = self._state(block, grid, shared, barrier)
+            np.frombuffer(state, np.int32, count=12)[tid:tid + 3] = (
+                t % block[0], t // block[0] % block[1], t // (block[0] * block[1]))
+            states.append(state)
+        return states
+
+    def _run_fibers(self, fn: _Function, grid: Tuple[int, int, int], block: Tuple[int, int, int],
+                    shared_memory: np.ndarray, argv: Any) -> None:
+        """The threads of a block as fibers on this thread (cuda_emulator_fibers)."""
+        states = self._thread_states(grid, block, shared_memory.ctypes.data, self.fibers.record_address)
+        self.fibers.run(fn.call_address, ctypes.addressof(argv), [ctypes.addressof(s) for s in states], grid)
+
+    def _run_os_threads(self, fn: _Function, grid: Tuple[int, int, int], block: Tuple[int, int, int],
+                        shared_memory: np.ndarray, argv: Any) -> None:
         """The threads of one block as OS threads meeting at a real barrier
         (the kernel's, and one more between blocks so shared memory is not
         reused early), the blocks in order."""
