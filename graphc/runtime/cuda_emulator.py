@@ -475,13 +475,8 @@ class EmulatedDriver:
         from ..codegen.ptx.targets import EMU_SREG_OFFSETS
         threads = block[0] * block[1] * block[2]
         barrier = _Barrier(self.libc, threads)
-        states = []
-        for t in range(threads):
-            state = self._state(block, grid, shared_memory.ctypes.data, barrier.ptr)
-            i32 = np.frombuffer(state, np.int32, count=12)
-            tid = EMU_SREG_OFFSETS["tid"] // 4
-            i32[tid:tid + 3] = (t % block[0], t // block[0] % block[1], t // (block[0] * block[1]))
-            states.append((state, i32))
+        states = [(state, np.frombuffer(state, np.int32, count=12))
+                  for state in self._thread_states(grid, block, shared_memory.ctypes.data, barrier.ptr)]
         blocks = [(x, y, z) for z in range(grid[2]) for y in range(grid[1]) for x in range(grid[0])]
         errors: List[BaseException] = []
         ctaid = EMU_SREG_OFFSETS["ctaid"] // 4
